@@ -1,0 +1,102 @@
+"""Command line: ``python -m worker <command>``.
+
+    moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
+    schemas [--check] write (or check) schemas/*.json from the models
+    health            exit 0 when this pod's worker is alive (for probes)
+    eval DATASET      precision/recall of the pipeline on a labelled set
+    bench             the throughput and token benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _moderate(args: argparse.Namespace) -> int:
+    from worker._logging import configure
+    from worker.pipeline import DeadLetter, build_pipeline
+    from worker.settings import get_settings
+    from worker.validate import Envelope
+
+    settings = get_settings()
+    configure(settings.log_level)
+    if not settings.llm_enabled:
+        print(
+            "moderate: LLM stage is OFF (set OPENAI_API_KEY or OPENAI_BASE_URL to enable it); "
+            "what the rules cannot decide gets the fallback action "
+            f"({(settings.fallback_action or 'review')!s}, source=fallback)",
+            file=sys.stderr,
+        )
+    pipeline = build_pipeline(settings)
+    source = sys.stdin.buffer if args.file in (None, "-") else Path(args.file).open("rb")
+    lines = [line.rstrip(b"\r\n") for line in source]
+    envelopes = [Envelope(body=line) for line in lines if line.strip()]
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
+    dead = 0
+    out = sys.stdout
+    for number, outcome in zip(numbers, pipeline.run(envelopes), strict=True):
+        if isinstance(outcome, DeadLetter):
+            dead += 1
+            print(
+                f'{{"dead_letter": "{outcome.reason}", "line": {number}, '
+                f'"detail": {__import__("json").dumps(outcome.detail)}}}',
+                file=sys.stderr,
+            )
+        else:
+            out.write(outcome.model_dump_json() + "\n")
+    out.flush()
+    print(f"moderate: {len(envelopes) - dead} verdicts, {dead} dead letters", file=sys.stderr)
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from worker.schemas import check_schemas, write_schemas
+
+    if args.check:
+        stale = check_schemas(Path(args.dir))
+        for name in stale:
+            print(f"schemas: {name} is out of date; run python -m worker schemas", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from worker.settings import get_settings
+
+    path = get_settings().health_file
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        print(f"health: {path} missing: worker not running", file=sys.stderr)
+        return 1
+    if age > args.max_age:
+        print(f"health: last heartbeat {age:.0f}s ago", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    moderate = commands.add_parser("moderate", help="moderate JSON Lines in-process")
+    moderate.add_argument("file", nargs="?", help="JSON Lines file; '-' or nothing: stdin")
+    moderate.set_defaults(run=_moderate)
+    schemas = commands.add_parser("schemas", help="write schemas/*.json from the models")
+    schemas.add_argument("--check", action="store_true", help="exit 1 if they drifted")
+    schemas.add_argument("--dir", default=str(Path(__file__).parent.parent / "schemas"))
+    schemas.set_defaults(run=_schemas)
+    health = commands.add_parser("health", help="exit 0 when the worker is alive")
+    health.add_argument("--max-age", type=float, default=30.0)
+    health.set_defaults(run=_health)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

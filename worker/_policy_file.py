@@ -1,0 +1,182 @@
+"""The policy file: YAML in, validated models out, with errors that name file, line and rule."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.models import CATEGORIES, Action, Category
+
+RuleAction = Literal["block", "review", "flag", "allow", "llm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """One rule, AutoModerator-style: what to match, how, and what to do about it."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.:-]*$")
+    action: RuleAction
+    category: Category | None = None
+    priority: int = 0
+    words: tuple[str, ...] = ()
+    substrings: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    regex: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    unless: tuple[str, ...] = Field(default=(), description="Whole words/phrases that cancel it.")
+    reason: str | None = None
+    user_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _has_patterns(self) -> Rule:
+        if not (
+            self.words or self.substrings or self.prefixes or self.suffixes or self.regex
+            or self.domains
+        ):
+            raise ValueError("a rule needs at least one of words, substrings, prefixes, "
+                             "suffixes, regex, domains")
+        return self
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+        return value
+
+
+class Thresholds(_Strict):
+    """Score at or above which an action applies; None means never."""
+
+    flag: float | None = Field(default=None, ge=0, le=1)
+    review: float | None = Field(default=None, ge=0, le=1)
+    block: float | None = Field(default=None, ge=0, le=1)
+
+
+class Fallback(_Strict):
+    """What to do when the LLM cannot answer: one action, with per-category overrides."""
+
+    action: Action = Action.REVIEW
+    categories: dict[Category, Action] = Field(default_factory=dict)
+
+
+class PolicyLayer(_Strict):
+    """The parts a tenant may override."""
+
+    thresholds: dict[Category | Literal["default"], Thresholds] = Field(default_factory=dict)
+    fallback: Fallback | None = None
+    allow: tuple[str, ...] = Field(default=(), description="Phrases inside which no rule fires.")
+    rules: tuple[Rule, ...] = ()
+    disable: tuple[str, ...] = Field(default=(), description="Base rule ids to switch off.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PolicyLayer:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} appears twice")
+            seen.add(rule.id)
+        return self
+
+
+class PolicyFile(PolicyLayer):
+    name: str = "policy"
+    shadow: str | None = Field(
+        default=None, description="Path of a policy evaluated alongside, recorded, not enforced."
+    )
+    tenants: dict[str, PolicyLayer] = Field(default_factory=dict)
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message names the file, line and rule."""
+
+
+def _rule_lines(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Line numbers of rules, keyed by their location in the document."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def parse_policy(text: str, source: str) -> PolicyFile:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping")
+    try:
+        return PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        lines = _rule_lines(root)
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = tuple(err["loc"])
+            where = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
+            rule_id = _rule_id_at(data, loc)
+            label = f" (rule {rule_id})" if rule_id else ""
+            problems.append(f"{source}:{where}{label}: {'.'.join(map(str, loc))}: {err['msg']}")
+        raise PolicyError("\n".join(problems)) from None
+
+
+def _rule_id_at(data: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    node: Any = data
+    rule_id = None
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and "id" in node and isinstance(node["id"], str):
+            rule_id = node["id"]
+    return rule_id
+
+
+def load_policy_file(path: Path) -> tuple[PolicyFile, str]:
+    """Parse the file; return it with its version (a hash of its meaning, not its bytes)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
+    policy = parse_policy(text, str(path))
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
+    return policy, hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def layer_thresholds(
+    *layers: PolicyLayer,
+) -> dict[str, Thresholds]:
+    """Per-category thresholds after applying the layers in order (base first)."""
+    merged: dict[str, Thresholds] = {}
+    default = Thresholds()
+    for layer in layers:
+        default = layer.thresholds.get("default", default)
+        for category, value in layer.thresholds.items():
+            if category != "default":
+                merged[category] = value
+    return {c: merged.get(c, default) for c in CATEGORIES}

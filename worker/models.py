@@ -1,0 +1,157 @@
+"""The wire contract: what producers send and what consumers receive.
+
+These models are the single source of truth; ``schemas/*.json`` is generated from them
+(``python -m worker schemas``) and a test fails when the two drift.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = "1"
+
+# OpenAI's moderation taxonomy, in OpenAI's order, so verdicts can be swapped with its API.
+CATEGORIES: tuple[str, ...] = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+Category = Literal[
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
+
+
+class Action(StrEnum):
+    """What the platform should do, least to most severe."""
+
+    ALLOW = "allow"
+    FLAG = "flag"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ALLOW: 0, Action.FLAG: 1, Action.REVIEW: 2, Action.BLOCK: 3}
+
+
+class Source(StrEnum):
+    """Which stage decided the verdict."""
+
+    RULES = "rules"
+    CACHE = "cache"
+    LLM = "llm"
+    FALLBACK = "fallback"
+
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class ModerationRequest(BaseModel):
+    """One message to moderate, as published to ``moderation.requests``."""
+
+    model_config = ConfigDict(extra="forbid", title="ModerationRequest", strict=True)
+
+    id: Identifier = Field(description="The producer's own id, echoed in the verdict.")
+    text: str = Field(description="The user text to moderate (UTF-8).")
+    tenant: Identifier | None = Field(
+        default=None, description="Selects a per-tenant policy; null means the base policy."
+    )
+    context: str | None = Field(
+        default=None,
+        description="Optional surrounding text (e.g. the parent message) shown to the LLM "
+        "as context; it is not itself moderated.",
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Opaque object echoed back unchanged in the verdict."
+    )
+    schema_version: Literal["1"] | None = Field(default=None, description="Contract version.")
+
+
+class Span(BaseModel):
+    """Character offsets into the original request text (Python str indices, end exclusive)."""
+
+    start: int
+    end: int
+
+
+class RuleMatch(BaseModel):
+    rule_id: str
+    action: Literal["block", "review", "flag", "allow", "llm"]
+    category: Category | None = None
+    spans: list[Span] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="Shown to moderators.")
+
+
+class Usage(BaseModel):
+    """This message's share of the LLM call's token usage (zero when no LLM was called)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    llm_calls: float = Field(
+        default=0.0, description="This message's share of LLM calls (1/batch size)."
+    )
+
+
+class Verdict(BaseModel):
+    """One verdict per request, published to the ``moderation.verdicts`` topic exchange."""
+
+    model_config = ConfigDict(title="ModerationVerdict")
+
+    id: str
+    tenant: str | None
+    action: Action
+    flagged: bool = Field(description="True when action is not allow.")
+    categories: dict[Category, bool]
+    category_scores: dict[Category, float]
+    source: Source
+    rule_matches: list[RuleMatch] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="For moderators.")
+    user_reason: str | None = Field(default=None, description="Safe to show the author.")
+    model: str | None = None
+    policy_version: str
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_ms: float = Field(description="From receipt by the worker to verdict built.")
+    truncated: bool = Field(default=False, description="Text was cut to the token budget.")
+    redelivered: bool = Field(
+        default=False, description="The broker delivered this request more than once."
+    )
+    shadow: dict[str, Any] | None = Field(
+        default=None, description="What a shadow policy would have decided (not acted on)."
+    )
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    metadata: dict[str, Any] | None = None
+
+
+def empty_scores() -> dict[str, float]:
+    return dict.fromkeys(CATEGORIES, 0.0)

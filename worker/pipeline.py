@@ -1,0 +1,365 @@
+"""The stages in order: validate -> normalise -> rules -> cache -> classify -> policy.
+
+``prepare`` runs the cheap, local stages for one message and either decides it
+(a dead letter, a rules verdict, a local cache hit) or hands back a ``Pending`` that
+needs the shared cache or the LLM. ``complete`` finishes a micro-batch of those with one
+Redis round trip and one LLM call. Publishing is the caller's (the worker, or the
+embedded command), so the pipeline itself never touches the broker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from worker._prompt import truncate
+from worker.cache import CachedScores, ScoreCache, cache_key
+from worker.classify import Classifier
+from worker.models import (
+    CATEGORIES,
+    Action,
+    ModerationRequest,
+    Source,
+    Usage,
+    Verdict,
+)
+from worker.normalise import views
+from worker.policy import Policy, PolicyStore, TenantPolicy, decide, fallback_action
+from worker.rules import RulesResult
+from worker.settings import Settings
+from worker.validate import DeadReason, Envelope, InvalidMessage, validate
+
+log = structlog.get_logger("worker.pipeline")
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    envelope: Envelope
+    reason: DeadReason
+    detail: str
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """A valid request the rules could not decide; it needs scores."""
+
+    envelope: Envelope
+    request: ModerationRequest
+    received: float
+    policy: Policy
+    tenant: TenantPolicy
+    rules: RulesResult
+    key: str
+    llm_text: str
+    truncated: bool
+
+
+Outcome = Verdict | DeadLetter
+
+
+def routing_key(verdict: Verdict) -> str:
+    """``<action>.<category-or-none>``: consumers bind ``block.#`` or ``#.hate``."""
+    category = "none"
+    if verdict.rule_matches and verdict.rule_matches[0].category and verdict.source == "rules":
+        category = verdict.rule_matches[0].category
+    else:
+        flagged = [c for c in CATEGORIES if verdict.categories.get(c)]
+        if flagged:
+            category = max(flagged, key=lambda c: verdict.category_scores[c])
+    return f"{verdict.action.value}.{category}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        policies: PolicyStore,
+        classifier: Classifier | None,
+        cache: ScoreCache,
+    ) -> None:
+        self.settings = settings
+        self.policies = policies
+        self.classifier = classifier
+        self.cache = cache
+        self.model = classifier.model if classifier else None
+        self._prompt_version = classifier.prompt_version if classifier else "none"
+        self._inflight: dict[str, Future[tuple[float, ...] | None]] = {}
+        self._inflight_lock = threading.Lock()
+
+    # -- the local stages ---------------------------------------------------------------
+
+    def prepare(self, envelope: Envelope, received: float | None = None) -> Outcome | Pending:
+        """Validate, normalise, match rules and look in the local cache. Never raises."""
+        received = time.monotonic() if received is None else received
+        try:
+            request = validate(envelope, self.settings)
+        except InvalidMessage as exc:
+            return DeadLetter(envelope, exc.reason, exc.detail)
+        try:
+            return self._prepare_valid(envelope, request, received)
+        except Exception as exc:  # a bug must not lose the message: dead-letter it
+            log.exception("prepare_failed", message_id=request.id)
+            return DeadLetter(
+                envelope, DeadReason.INTERNAL_ERROR, f"{type(exc).__name__}", request.id
+            )
+
+    def _prepare_valid(
+        self, envelope: Envelope, request: ModerationRequest, received: float
+    ) -> Verdict | Pending:
+        policy = self.policies.current
+        tenant = policy.for_tenant(request.tenant)
+        text_views = views(request.text)
+        rules = tenant.engine.match(request.text, text_views)
+        if rules.action is None and not request.text.strip():
+            rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
+        if rules.action is not None:
+            return self._rules_verdict(request, envelope, received, policy, rules)
+        key = cache_key(
+            self.model or "none", self._prompt_version, text_views[0], request.context
+        )
+        hit = self.cache.get_local(key)
+        pending_text, truncated = (
+            truncate(request.text, self.settings.token_budget)
+            if self.classifier
+            else (request.text, False)
+        )
+        pending = Pending(
+            envelope, request, received, policy, tenant, rules, key, pending_text, truncated
+        )
+        if hit is not None:
+            return self._scored_verdict(pending, hit.scores, Source.CACHE, Usage(), 0.0, hit.model)
+        if self.classifier is None:
+            return self._fallback_verdict(pending, "LLM stage is off (no OPENAI_API_KEY/BASE_URL)")
+        return pending
+
+    # -- the batch stages ---------------------------------------------------------------
+
+    def complete(self, batch: list[Pending]) -> list[Verdict]:
+        """Shared cache, then one LLM call for the distinct texts nobody is already asking."""
+        if not batch:
+            return []
+        hits = self.cache.get_many([p.key for p in batch])
+        verdicts: dict[int, Verdict] = {}
+        mine: dict[str, list[int]] = {}
+        theirs: list[tuple[int, Future[tuple[float, ...] | None]]] = []
+        own_futures: dict[str, Future[tuple[float, ...] | None]] = {}
+        with self._inflight_lock:
+            for index, pending in enumerate(batch):
+                hit = hits.get(pending.key)
+                if hit is not None:
+                    verdicts[index] = self._scored_verdict(
+                        pending, hit.scores, Source.CACHE, Usage(), 0.0, hit.model
+                    )
+                elif pending.key in mine:
+                    mine[pending.key].append(index)
+                elif pending.key in self._inflight:
+                    theirs.append((index, self._inflight[pending.key]))
+                else:
+                    mine[pending.key] = [index]
+                    own_futures[pending.key] = self._inflight[pending.key] = Future()
+        try:
+            if mine:
+                verdicts.update(self._ask_llm(batch, mine, own_futures))
+        finally:
+            with self._inflight_lock:
+                for key, future in own_futures.items():
+                    self._inflight.pop(key, None)
+                    if not future.done():
+                        future.set_result(None)
+        for index, future in theirs:
+            pending = batch[index]
+            scores = future.result(timeout=self.settings.llm_deadline_s + 5)
+            if scores is None:
+                verdicts[index] = self._fallback_verdict(pending, "LLM gave no valid answer")
+            else:
+                verdicts[index] = self._scored_verdict(
+                    pending, scores, Source.CACHE, Usage(), 0.0, self.model
+                )
+        return [verdicts[i] for i in range(len(batch))]
+
+    def _ask_llm(
+        self,
+        batch: list[Pending],
+        mine: dict[str, list[int]],
+        futures: dict[str, Future[tuple[float, ...] | None]],
+    ) -> dict[int, Verdict]:
+        assert self.classifier is not None
+        keys = list(mine)
+        items = [
+            (batch[mine[k][0]].llm_text, batch[mine[k][0]].request.context) for k in keys
+        ]
+        result = self.classifier.classify(items)
+        usage = result.usage
+        n = len(batch)  # every message in the call shares its cost
+        share = Usage(
+            prompt_tokens=round(usage.prompt_tokens / n),
+            completion_tokens=round(usage.completion_tokens / n),
+            cached_tokens=round(usage.cached_tokens / n),
+            llm_calls=usage.calls / n,
+        )
+        cost = self.cost_usd(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens) / n
+        fresh: dict[str, CachedScores] = {}
+        verdicts: dict[int, Verdict] = {}
+        for key, scores, error in zip(keys, result.scores, result.errors, strict=True):
+            futures[key].set_result(scores)
+            for index in mine[key]:
+                if scores is None:
+                    verdicts[index] = self._fallback_verdict(
+                        batch[index], error or "no answer", share, cost
+                    )
+                else:
+                    verdicts[index] = self._scored_verdict(
+                        batch[index], scores, Source.LLM, share, cost, self.model
+                    )
+            if scores is not None:
+                fresh[key] = CachedScores(scores, self.model or "")
+        self.cache.put_many(fresh)
+        return verdicts
+
+    def cost_usd(self, prompt: int, cached: int, completion: int) -> float:
+        price = self.settings.prices.get(self.model or "")
+        if price is None:
+            return 0.0
+        fresh_in, cached_in, out = price
+        return ((prompt - cached) * fresh_in + cached * cached_in + completion * out) / 1e6
+
+    def run(self, envelopes: Iterable[Envelope]) -> list[Outcome]:
+        """The whole pipeline in-process, in order (the embedded command and tests)."""
+        outcomes: list[Outcome | Pending] = [self.prepare(e) for e in envelopes]
+        waiting = [i for i, o in enumerate(outcomes) if isinstance(o, Pending)]
+        size = max(self.settings.batch_size, 1)
+        for start in range(0, len(waiting), size):
+            chunk = waiting[start : start + size]
+            done = self.complete([outcomes[i] for i in chunk])  # type: ignore[misc]
+            for i, verdict in zip(chunk, done, strict=True):
+                outcomes[i] = verdict
+        return outcomes  # type: ignore[return-value]
+
+    # -- building verdicts --------------------------------------------------------------
+
+    def _base(
+        self, request: ModerationRequest, envelope: Envelope, received: float, policy: Policy
+    ) -> dict[str, Any]:
+        return {
+            "id": request.id,
+            "tenant": request.tenant,
+            "policy_version": policy.version,
+            "metadata": request.metadata,
+            "redelivered": envelope.redelivered,
+            "latency_ms": round((time.monotonic() - received) * 1000, 3),
+        }
+
+    def _rules_verdict(
+        self,
+        request: ModerationRequest,
+        envelope: Envelope,
+        received: float,
+        policy: Policy,
+        rules: RulesResult,
+    ) -> Verdict:
+        action = rules.action or Action.ALLOW
+        scores = dict.fromkeys(CATEGORIES, 0.0)
+        categories = dict.fromkeys(CATEGORIES, False)
+        rule = rules.rule
+        if rule is not None and rule.category and action is not Action.ALLOW:
+            scores[rule.category] = 1.0
+            categories[rule.category] = True
+        return Verdict(
+            **self._base(request, envelope, received, policy),
+            action=action,
+            flagged=action is not Action.ALLOW,
+            categories=categories,
+            category_scores=scores,
+            source=Source.RULES,
+            rule_matches=rules.matches,
+            reason=rule.reason if rule else "empty text",
+            user_reason=rule.user_reason if rule else None,
+            shadow=self._shadow(request, policy, None),
+        )
+
+    def _scored_verdict(
+        self,
+        pending: Pending,
+        scores: tuple[float, ...],
+        source: Source,
+        usage: Usage,
+        cost: float,
+        model: str | None,
+    ) -> Verdict:
+        by_category = dict(zip(CATEGORIES, scores, strict=True))
+        action, categories = decide(by_category, pending.tenant.thresholds)
+        return Verdict(
+            **self._base(pending.request, pending.envelope, pending.received, pending.policy),
+            action=action,
+            flagged=action is not Action.ALLOW,
+            categories=categories,
+            category_scores=by_category,
+            source=source,
+            rule_matches=pending.rules.matches,
+            model=model,
+            usage=usage,
+            cost_usd=round(cost, 9),
+            truncated=pending.truncated,
+            shadow=self._shadow(pending.request, pending.policy, by_category),
+        )
+
+    def _fallback_verdict(
+        self, pending: Pending, why: str, usage: Usage | None = None, cost: float = 0.0
+    ) -> Verdict:
+        suspected = {m.category for m in pending.rules.matches if m.category}
+        fallback = pending.tenant.fallback
+        if self.settings.fallback_action is not None:
+            fallback = fallback.model_copy(update={"action": self.settings.fallback_action})
+        action = fallback_action(fallback, suspected)
+        return Verdict(
+            **self._base(pending.request, pending.envelope, pending.received, pending.policy),
+            action=action,
+            flagged=action is not Action.ALLOW,
+            categories=dict.fromkeys(CATEGORIES, False),
+            category_scores=dict.fromkeys(CATEGORIES, 0.0),
+            source=Source.FALLBACK,
+            rule_matches=pending.rules.matches,
+            reason=f"not classified: {why}",
+            model=self.model,
+            usage=usage or Usage(),
+            cost_usd=round(cost, 9),
+            truncated=pending.truncated,
+        )
+
+    def _shadow(
+        self,
+        request: ModerationRequest,
+        policy: Policy,
+        scores: dict[str, float] | None,
+    ) -> dict[str, Any] | None:
+        shadow = policy.shadow
+        if shadow is None:
+            return None
+        tenant = shadow.for_tenant(request.tenant)
+        rules = tenant.engine.match(request.text)
+        action: Action | None = rules.action
+        if action is None and scores is not None:
+            action, _ = decide(scores, tenant.thresholds)
+        return {
+            "policy_version": shadow.version,
+            "action": action.value if action else None,
+            "rule_ids": [m.rule_id for m in rules.matches],
+        }
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """The pipeline as configured: LLM stage on only when an endpoint or key is set."""
+    classifier = Classifier(settings) if settings.llm_enabled else None
+    return Pipeline(
+        settings,
+        PolicyStore(settings.policy, settings.policy_reload_s),
+        classifier,
+        ScoreCache(settings.cache_size, settings.redis_url, settings.cache_ttl_s),
+    )

@@ -1,0 +1,156 @@
+"""Stage 6: scores -> action. The model never sets the action; thresholds do.
+
+Also home of the loaded policy as a whole (rules engine, thresholds and fallback per
+tenant, version, shadow) and of its reload when the file changes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from worker._policy_file import (
+    Fallback,
+    PolicyError,
+    PolicyFile,
+    Thresholds,
+    layer_thresholds,
+    load_policy_file,
+)
+from worker.models import CATEGORIES, Action
+from worker.rules import RulesEngine
+
+log = structlog.get_logger("worker.policy")
+
+__all__ = ["Policy", "PolicyError", "PolicyStore", "TenantPolicy", "decide"]
+
+
+def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple[
+    Action, dict[str, bool]
+]:
+    """The most severe action any category reaches; ``categories`` = reached flag or more."""
+    action = Action.ALLOW
+    flagged: dict[str, bool] = {}
+    for category in CATEGORIES:
+        score = scores.get(category, 0.0)
+        limits = thresholds[category]
+        reached = Action.ALLOW
+        for candidate, limit in (
+            (Action.BLOCK, limits.block),
+            (Action.REVIEW, limits.review),
+            (Action.FLAG, limits.flag),
+        ):
+            if limit is not None and score >= limit:
+                reached = candidate
+                break
+        flagged[category] = reached is not Action.ALLOW
+        if reached.severity > action.severity:
+            action = reached
+    return action, flagged
+
+
+def fallback_action(fallback: Fallback, suspected: set[str] | None = None) -> Action:
+    """The action when the LLM cannot answer: fail closed where the policy says so."""
+    action = fallback.action
+    for category, override in fallback.categories.items():
+        if (suspected is None or category in suspected) and override.severity > action.severity:
+            action = override
+    return action
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    engine: RulesEngine
+    thresholds: dict[str, Thresholds]
+    fallback: Fallback
+
+
+class Policy:
+    """A loaded policy file: the base layer plus tenants, compiled on first use."""
+
+    def __init__(self, spec: PolicyFile, version: str, shadow: Policy | None = None) -> None:
+        self.spec = spec
+        self.version = version
+        self.name = spec.name
+        self.shadow = shadow
+        self._tenants: dict[str | None, TenantPolicy] = {}
+        self._lock = threading.Lock()
+        self.for_tenant(None)  # compile the base now so errors surface at load
+
+    @classmethod
+    def load(cls, path: Path, *, with_shadow: bool = True) -> Policy:
+        spec, version = load_policy_file(path)
+        shadow = None
+        if spec.shadow and with_shadow:
+            shadow_path = (path.parent / spec.shadow).resolve()
+            shadow = cls.load(shadow_path, with_shadow=False)
+        return cls(spec, version, shadow)
+
+    def for_tenant(self, tenant: str | None) -> TenantPolicy:
+        key = tenant if tenant in self.spec.tenants else None
+        found = self._tenants.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            if key not in self._tenants:
+                layers = [self.spec] if key is None else [self.spec, self.spec.tenants[key]]
+                fallback = self.spec.fallback or Fallback()
+                if key is not None and self.spec.tenants[key].fallback is not None:
+                    fallback = self.spec.tenants[key].fallback or fallback
+                self._tenants[key] = TenantPolicy(
+                    engine=RulesEngine(*layers),
+                    thresholds=layer_thresholds(*layers),
+                    fallback=fallback,
+                )
+            return self._tenants[key]
+
+
+class PolicyStore:
+    """Holds the current policy and swaps in a new one when the file changes.
+
+    A broken edit never takes a worker down: the error is logged and the last good
+    policy stays in force.
+    """
+
+    def __init__(self, path: Path, check_every_s: float = 2.0) -> None:
+        self.path = path
+        self.check_every_s = check_every_s
+        self._policy = Policy.load(path)
+        self._stamp = self._file_stamp()
+        self._next_check = time.monotonic() + check_every_s
+        self._lock = threading.Lock()
+
+    def _file_stamp(self) -> tuple[float, int]:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return (0.0, -1)
+        return (stat.st_mtime, stat.st_size)
+
+    @property
+    def current(self) -> Policy:
+        now = time.monotonic()
+        if now >= self._next_check and self._lock.acquire(blocking=False):
+            try:
+                self._next_check = now + self.check_every_s
+                stamp = self._file_stamp()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+            finally:
+                self._lock.release()
+        return self._policy
+
+    def _reload(self) -> None:
+        try:
+            policy = Policy.load(self.path)
+        except PolicyError as exc:
+            log.error("policy_reload_failed", error=str(exc), kept=self._policy.version)
+            return
+        if policy.version != self._policy.version:
+            log.info("policy_reloaded", old=self._policy.version, new=policy.version)
+            self._policy = policy

@@ -1,0 +1,162 @@
+"""Stage 3: the rules prefilter. Canonical text views -> the rules that fired, with spans.
+
+A policy's words, phrases, prefixes, suffixes and domains compile into one Aho-Corasick
+automaton over the canonical text (see ``worker.normalise``): one pass per view finds
+every pattern at once, whatever the size of the policy. Whole-word matching is the
+default and costs nothing extra: canonical text is words between single spaces, so the
+pattern " kill you " can only match whole words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import ahocorasick
+
+from worker._policy_file import PolicyLayer, Rule
+from worker.models import Action, RuleMatch, Span
+from worker.normalise import Canonical, canonical, views, views_with_offsets
+
+_ALLOW = -1  # rule index marking an allowlist phrase
+_UNLESS_BIT = 1 << 30  # rule index + this marks a rule's negation phrase
+
+
+def _pattern(term: str, kind: str) -> str:
+    body = canonical(term).strip()
+    if not body:
+        return ""
+    return {
+        "words": f" {body} ",
+        "domains": f" {body} ",
+        "substrings": body,
+        "prefixes": f" {body}",
+        "suffixes": f"{body} ",
+    }[kind]
+
+
+@dataclass(frozen=True, slots=True)
+class RulesResult:
+    """What the rules decided: an action (None: send on to the LLM) and why."""
+
+    action: Action | None
+    matches: list[RuleMatch] = field(default_factory=list)
+    rule: Rule | None = None
+
+
+PASS = RulesResult(action=None)
+
+
+class RulesEngine:
+    """A compiled policy layer stack; immutable and safe to share between threads."""
+
+    def __init__(self, *layers: PolicyLayer) -> None:
+        disabled = {rule_id for layer in layers for rule_id in layer.disable}
+        by_id: dict[str, Rule] = {}
+        for layer in layers:
+            for rule in layer.rules:
+                by_id[rule.id] = rule  # a later layer's rule replaces the base's
+        self.rules: tuple[Rule, ...] = tuple(
+            r for r in by_id.values() if r.id not in disabled
+        )
+        self._automaton = ahocorasick.Automaton()
+        entries: dict[str, list[int]] = {}
+
+        def add(pattern: str, index: int) -> None:
+            if pattern:
+                entries.setdefault(pattern, []).append(index)
+
+        for index, rule in enumerate(self.rules):
+            for kind in ("words", "domains", "substrings", "prefixes", "suffixes"):
+                for term in getattr(rule, kind):
+                    add(_pattern(term, kind), index)
+            for term in rule.unless:
+                add(_pattern(term, "words"), index + _UNLESS_BIT)
+        for layer in layers:
+            for phrase in layer.allow:
+                add(_pattern(phrase, "words"), _ALLOW)
+        for pattern, indices in entries.items():
+            self._automaton.add_word(pattern, (len(pattern), tuple(indices)))
+        self._has_patterns = bool(entries)
+        if self._has_patterns:
+            self._automaton.make_automaton()
+        regexes = [
+            (index, pattern) for index, rule in enumerate(self.rules) for pattern in rule.regex
+        ]
+        self._regex_rules = [index for index, _ in regexes]
+        self._regex = (
+            re.compile("|".join(f"(?P<r{n}>{p})" for n, (_, p) in enumerate(regexes)))
+            if regexes
+            else None
+        )
+
+    def _hits(self, text: str) -> list[tuple[int, int, int]]:
+        """(rule index, start, end) in ``text`` for every pattern found."""
+        hits: list[tuple[int, int, int]] = []
+        if self._has_patterns:
+            for end, (length, indices) in self._automaton.iter(text):
+                for index in indices:
+                    hits.append((index, end + 1 - length, end + 1))
+        if self._regex is not None:
+            for match in self._regex.finditer(text):
+                group = match.lastgroup
+                if group is not None:
+                    hits.append((self._regex_rules[int(group[1:])], *match.span()))
+        return hits
+
+    def _fired(self, hits: list[tuple[int, int, int]]) -> dict[int, list[tuple[int, int]]]:
+        allowed = [(s, e) for i, s, e in hits if i == _ALLOW]
+        cancelled = {i - _UNLESS_BIT for i, _, _ in hits if i >= _UNLESS_BIT}
+        fired: dict[int, list[tuple[int, int]]] = {}
+        for index, start, end in hits:
+            if index < 0 or index >= _UNLESS_BIT or index in cancelled:
+                continue
+            if any(a <= start and end <= b for a, b in allowed):
+                continue
+            fired.setdefault(index, []).append((start, end))
+        return fired
+
+    def match(self, text: str, text_views: list[str] | None = None) -> RulesResult:
+        """Match the original text (``text_views``: its ``views`` if already computed)."""
+        fired_any = False
+        for view in text_views if text_views is not None else views(text):
+            if self._fired(self._hits(view)):
+                fired_any = True
+                break
+        if not fired_any:
+            return PASS
+        # Rare path: something fired, so redo the views with offsets for the spans.
+        spans: dict[int, list[Span]] = {}
+        for view in views_with_offsets(text):
+            for index, found in self._fired(self._hits(view.text)).items():
+                bucket = spans.setdefault(index, [])
+                for start, end in found:
+                    span = _span(view, start, end)
+                    if span not in bucket:
+                        bucket.append(span)
+        ordered = sorted(
+            spans, key=lambda i: (self.rules[i].priority, _severity(self.rules[i].action)),
+            reverse=True,
+        )
+        matches = [
+            RuleMatch(
+                rule_id=self.rules[i].id,
+                action=self.rules[i].action,
+                category=self.rules[i].category,
+                spans=spans[i],
+                reason=self.rules[i].reason,
+            )
+            for i in ordered
+        ]
+        top = self.rules[ordered[0]]
+        action = None if top.action == "llm" else Action(top.action)
+        return RulesResult(action=action, matches=matches, rule=top)
+
+
+def _span(view: Canonical, start: int, end: int) -> Span:
+    a, b = view.span(start, end)
+    return Span(start=a, end=b)
+
+
+def _severity(action: str) -> int:
+    return -1 if action == "llm" else Action(action).severity

@@ -1,0 +1,71 @@
+"""The RabbitMQ objects of the contract, declared identically by the worker and the client.
+
+A queue's arguments must match wherever it is declared, so they live here only.
+"""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from worker.settings import Settings
+
+UNROUTED_EXCHANGE = "moderation.verdicts.unrouted"
+UNROUTED_QUEUE = "moderation.verdicts.unrouted"
+
+
+def requests_queue(settings: Settings) -> Queue:
+    """Quorum queue: replicated, and a poison message is dead-lettered after N deliveries."""
+    return Queue(
+        settings.requests_queue,
+        exchange=Exchange(""),
+        routing_key=settings.requests_queue,
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.dead_queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+
+
+def dead_queue(settings: Settings) -> Queue:
+    return Queue(
+        settings.dead_queue,
+        exchange=Exchange(""),
+        routing_key=settings.dead_queue,
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def verdicts_exchange(settings: Settings) -> Exchange:
+    """Topic exchange; verdicts nobody has bound for land in the unrouted queue, not nowhere."""
+    return Exchange(
+        settings.verdicts_exchange,
+        type="topic",
+        durable=True,
+        arguments={"alternate-exchange": UNROUTED_EXCHANGE},
+    )
+
+
+def unrouted_queue() -> Queue:
+    return Queue(
+        UNROUTED_QUEUE,
+        exchange=Exchange(UNROUTED_EXCHANGE, type="fanout", durable=True),
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def declare_all(channel: object, settings: Settings) -> None:
+    """Declare every object of the contract on ``channel`` (idempotent)."""
+    unrouted = unrouted_queue()
+    assert unrouted.exchange is not None
+    unrouted.exchange(channel).declare()
+    unrouted(channel).declare()
+    verdicts_exchange(settings)(channel).declare()
+    dead_queue(settings)(channel).declare()
+    requests_queue(settings)(channel).declare()

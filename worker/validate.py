@@ -1,0 +1,149 @@
+"""Stage 1: raw broker bytes -> a ModerationRequest, or a clear reason it is unprocessable.
+
+Everything here is cheap and happens before any other work, so hostile input costs
+almost nothing and never reaches the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.models import ModerationRequest
+from worker.settings import Settings
+
+_TEXT_ENCODINGS = {"", "utf-8", "utf8", "7bit", "8bit", "binary"}
+
+
+class DeadReason(StrEnum):
+    """Machine-readable reason a message went to the dead-letter queue."""
+
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    TOO_DEEP = "too_deep"
+    NOT_OBJECT = "not_object"
+    INVALID_FIELDS = "invalid_fields"
+    TEXT_TOO_LONG = "text_too_long"
+    METADATA_TOO_LARGE = "metadata_too_large"
+    INVALID_UNICODE = "invalid_unicode"
+    INTERNAL_ERROR = "internal_error"
+
+
+class InvalidMessage(Exception):
+    def __init__(self, reason: DeadReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message as it came off the broker (or a line of a file), before validation."""
+
+    body: bytes
+    content_type: str | None = None
+    content_encoding: str | None = None
+    redelivered: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key in object")
+    return obj
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, stopping early once past ``limit``."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
+    """Return the request or raise InvalidMessage; never anything else."""
+    body = envelope.body
+    if len(body) > settings.max_body_bytes:
+        raise InvalidMessage(
+            DeadReason.TOO_LARGE, f"body is {len(body)} bytes, limit {settings.max_body_bytes}"
+        )
+    encoding = (envelope.content_encoding or "").lower()
+    if encoding not in _TEXT_ENCODINGS:
+        raise InvalidMessage(
+            DeadReason.UNSUPPORTED_ENCODING,
+            f"content_encoding {encoding!r}; send uncompressed UTF-8 JSON",
+        )
+    try:
+        decoded = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(
+            DeadReason.INVALID_UTF8, f"body is not UTF-8 (byte {exc.start})"
+        ) from None
+    try:
+        data = json.loads(
+            decoded, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+        )
+    except RecursionError:
+        raise InvalidMessage(DeadReason.TOO_DEEP, "JSON nesting too deep") from None
+    except ValueError as exc:
+        raise InvalidMessage(DeadReason.INVALID_JSON, str(exc)[:200]) from None
+    if not isinstance(data, dict):
+        raise InvalidMessage(
+            DeadReason.NOT_OBJECT, f"expected a JSON object, got {type(data).__name__}"
+        )
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict | list) and _depth(metadata, settings.max_json_depth) > (
+        settings.max_json_depth
+    ):
+        raise InvalidMessage(
+            DeadReason.TOO_DEEP, f"metadata nested deeper than {settings.max_json_depth}"
+        )
+    try:
+        request = ModerationRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)[:10]
+        )
+        raise InvalidMessage(DeadReason.INVALID_FIELDS, problems) from None
+    if len(request.text) > settings.max_text_chars:
+        raise InvalidMessage(
+            DeadReason.TEXT_TOO_LONG,
+            f"text is {len(request.text)} characters, limit {settings.max_text_chars}",
+        )
+    try:
+        for value in (request.id, request.text, request.tenant, request.context):
+            if value:
+                value.encode("utf-8")
+        if request.metadata is not None:
+            size = len(json.dumps(request.metadata, ensure_ascii=False).encode("utf-8"))
+            if size > settings.max_metadata_bytes:
+                raise InvalidMessage(
+                    DeadReason.METADATA_TOO_LARGE,
+                    f"metadata is {size} bytes, limit {settings.max_metadata_bytes}",
+                )
+    except UnicodeEncodeError:
+        raise InvalidMessage(
+            DeadReason.INVALID_UNICODE, "a string holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
+    return request
