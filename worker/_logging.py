@@ -26,3 +26,8 @@ def configure(level: str = "INFO", stream: object = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+# Libraries that log request URLs at INFO; keep them to warnings.
+for _name in ("httpx", "httpx2", "openai", "httpcore", "amqp", "kombu"):
+    logging.getLogger(_name).setLevel(logging.WARNING)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     dead_queue: str = "moderation.dead"
     delivery_limit: int = 5
 
+    shutdown_grace_s: float = Field(
+        default=25.0, description="On SIGTERM, time to finish in-flight work before exiting."
+    )
+
     # Operations.
     metrics_port: int | None = 9808
     health_file: Path = Path("/tmp/moderation-worker.alive")

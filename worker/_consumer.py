@@ -1,0 +1,214 @@
+"""The Celery glue: a consumer bootstep that moderates raw JSON from ``moderation.requests``.
+
+Producers publish plain JSON, not Celery task messages, so the worker consumes the queue
+with its own kombu consumer inside Celery's event loop (Celery keeps the connection,
+reconnects, handles signals, remote control and events). Threading model:
+
+- event loop thread: receive, run the cheap local stages (``Pipeline.prepare``), batch
+  what needs the LLM, ack/reject; it is the only thread that touches the consumer channel;
+- a thread pool: ``Pipeline.complete`` for micro-batches (shared cache + one LLM call);
+- the publisher thread: verdicts and dead letters with confirms; when a group is
+  confirmed, the ack is handed back to the event loop with ``hub.call_soon``.
+
+A request is acked only after its verdict (or dead letter) is confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from celery import bootsteps
+from celery.worker import state as worker_state
+from kombu import Consumer
+
+from worker import topology
+from worker.models import Verdict
+from worker.pipeline import DeadLetter, Pending, Pipeline, build_pipeline
+from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
+from worker.settings import get_settings
+from worker.validate import Envelope
+
+log = structlog.get_logger("worker.consumer")
+
+
+class ModerationConsumer(bootsteps.ConsumerStep):
+    """Consumes ``moderation.requests``; see the module docstring for the threading model."""
+
+    name = "moderation"
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.settings = get_settings()
+        self.pipeline: Pipeline = build_pipeline(self.settings)
+        self.publisher = Publisher(self.settings).start()
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.settings.concurrency, thread_name_prefix="moderation-batch"
+        )
+        self.hostname = socket.gethostname()
+        self._batch: list[tuple[Pending, Any]] = []
+        self._batch_timer: Any = None
+        self._settled: queue.SimpleQueue[tuple[list[Any], bool]] = queue.SimpleQueue()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._hub: Any = None
+        self._heartbeat: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        topology.declare_all(channel, self.settings)
+        return [
+            Consumer(
+                channel,
+                queues=[topology.requests_queue(self.settings)],
+                on_message=self._on_message,
+                prefetch_count=self.settings.prefetch,
+                no_ack=False,
+            )
+        ]
+
+    def start(self, c: Any) -> None:
+        self._hub = c.hub
+        if self._hub is None:
+            raise RuntimeError(
+                "the moderation consumer needs Celery's event loop: use the default "
+                "(solo/threads/prefork) pool, not gevent or eventlet"
+            )
+        super().start(c)
+        self._touch_health()
+        if self._heartbeat is None:
+            self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
+        log.info("moderation_consumer_started", queue=self.settings.requests_queue,
+                 llm=self.pipeline.classifier is not None, policy=self.pipeline.policies.path.name)
+
+    def stop(self, c: Any) -> None:
+        """Finish what is in flight (bounded), ack it, then let the rest be redelivered."""
+        for consumer in self.consumers or []:
+            try:
+                consumer.cancel()
+            except Exception:
+                pass
+        self._flush()
+        shutting_down = bool(worker_state.should_stop or worker_state.should_terminate is not None)
+        deadline = time.monotonic() + (self.settings.shutdown_grace_s if shutting_down else 0)
+        while self._inflight and time.monotonic() < deadline:
+            self._drain_settled()
+            time.sleep(0.01)
+        self._drain_settled()
+        if self._inflight:
+            log.warning("shutdown_left_inflight", messages=self._inflight)
+        super().stop(c)
+
+    def shutdown(self, c: Any) -> None:
+        super().shutdown(c)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.publisher.stop(timeout=5)
+
+    def _touch_health(self) -> None:
+        try:
+            self.settings.health_file.touch()
+        except OSError:
+            pass
+
+    # -- event loop thread --------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        with self._inflight_lock:
+            self._inflight += 1
+        try:
+            self._accept(message)
+        except Exception:  # never let one message break the loop; the delivery limit
+            log.exception("receive_failed")  # dead-letters it if it keeps failing
+            self._settle([message], ok=False)
+
+    def _accept(self, message: Any) -> None:
+        body = message.body
+        if isinstance(body, str):  # py-amqp decoded it using content_encoding: undo that
+            body = body.encode(message.content_encoding or "utf-8", "surrogateescape")
+        delivery = message.delivery_info or {}
+        envelope = Envelope(
+            body=bytes(body),
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            redelivered=bool(delivery.get("redelivered")),
+            headers=dict(message.headers or {}),
+        )
+        outcome = self.pipeline.prepare(envelope)
+        if isinstance(outcome, Pending):
+            if envelope.redelivered:
+                # a redelivery may be the message that killed a worker: keep it alone
+                self._submit_batch([(outcome, message)])
+                return
+            self._batch.append((outcome, message))
+            if len(self._batch) >= self.settings.batch_size:
+                self._flush()
+            elif self._batch_timer is None:
+                self._batch_timer = self._hub.call_later(
+                    self.settings.batch_wait_ms / 1000, self._flush
+                )
+            return
+        self._publish([(outcome, message)])
+
+    def _flush(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._submit_batch(batch)
+
+    def _submit_batch(self, batch: list[tuple[Pending, Any]]) -> None:
+        self.executor.submit(self._complete, batch)
+
+    def _drain_settled(self) -> None:
+        while True:
+            try:
+                messages, ok = self._settled.get_nowait()
+            except queue.Empty:
+                return
+            for message in messages:
+                try:
+                    if ok:
+                        message.ack()
+                    else:
+                        message.reject(requeue=True)
+                except Exception as exc:  # channel gone: the broker redelivers it
+                    log.warning("settle_failed", error=type(exc).__name__)
+            with self._inflight_lock:
+                self._inflight -= len(messages)
+
+    # -- pool and publisher threads -----------------------------------------------------
+
+    def _complete(self, batch: list[tuple[Pending, Any]]) -> None:
+        try:
+            verdicts = self.pipeline.complete([pending for pending, _ in batch])
+        except Exception:
+            log.exception("batch_failed", size=len(batch))
+            self._settle([message for _, message in batch], ok=False)
+            return
+        self._publish(list(zip(verdicts, (m for _, m in batch), strict=True)))
+
+    def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
+        out: list[OutMessage] = []
+        for outcome, _ in outcomes:
+            if isinstance(outcome, DeadLetter):
+                log.warning("dead_letter", reason=outcome.reason.value, detail=outcome.detail,
+                            message_id=outcome.request_id)
+                out.append(dead_letter_message(outcome, self.settings, self.hostname))
+            else:
+                log.debug("verdict", message_id=outcome.id, tenant=outcome.tenant,
+                          action=outcome.action.value, source=outcome.source.value,
+                          latency_ms=outcome.latency_ms)
+                out.append(verdict_message(outcome, self.settings))
+        messages = [m for _, m in outcomes]
+        self.publisher.submit(out, lambda ok: self._settle(messages, ok))
+
+    def _settle(self, messages: list[Any], ok: bool) -> None:
+        self._settled.put((messages, ok))
+        self._hub.call_soon(self._drain_settled)

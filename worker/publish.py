@@ -1,0 +1,215 @@
+"""Stage 7: verdicts and dead letters onto the broker, confirmed before anything is acked.
+
+One thread owns one connection in confirm mode and publishes whatever is queued,
+without waiting message by message: the broker's confirms arrive asynchronously
+(``multiple`` acks cover many at once) and each submitted group's callback fires
+when all of it is confirmed, or fails when any of it is nacked or the connection drops.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import amqp
+import structlog
+from kombu import Connection
+
+from worker import topology
+from worker.models import Verdict
+from worker.pipeline import DeadLetter, routing_key
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.publish")
+
+Done = Callable[[bool], None]
+
+
+@dataclass(slots=True)
+class OutMessage:
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+def verdict_message(verdict: Verdict, settings: Settings) -> OutMessage:
+    return OutMessage(
+        exchange=settings.verdicts_exchange,
+        routing_key=routing_key(verdict),
+        body=verdict.model_dump_json().encode(),
+        headers={"x-moderation-id": verdict.id, "x-moderation-source": verdict.source.value},
+    )
+
+
+def dead_letter_message(dead: DeadLetter, settings: Settings, worker: str = "") -> OutMessage:
+    """The original bytes, unchanged (so they can be replayed), with the reason in headers."""
+    envelope = dead.envelope
+    return OutMessage(
+        exchange="",
+        routing_key=settings.dead_queue,
+        body=envelope.body,
+        content_type=envelope.content_type or "application/octet-stream",
+        headers={
+            "x-moderation-reason": dead.reason.value,
+            "x-moderation-error": dead.detail,
+            "x-moderation-id": dead.request_id or "",
+            "x-moderation-worker": worker,
+            "x-moderation-dead-at": time.time(),
+            "x-moderation-redelivered": envelope.redelivered,
+        },
+    )
+
+
+def dead_letter_record(dead: DeadLetter) -> str:
+    """The embedded command's stderr line for a dead letter."""
+    return json.dumps({"dead_letter": dead.reason.value, "detail": dead.detail})
+
+
+@dataclass(slots=True)
+class _Group:
+    remaining: int
+    done: Done
+    ok: bool = True
+
+
+class Publisher:
+    """Thread-safe front (``submit``) of a single publishing thread with async confirms."""
+
+    def __init__(self, settings: Settings, name: str = "moderation-publisher") -> None:
+        self.settings = settings
+        self._queue: queue.SimpleQueue[tuple[list[OutMessage], Done] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._stopping = threading.Event()
+        self._unconfirmed: dict[int, _Group] = {}
+        self._next_tag = 1
+        self.connected = threading.Event()
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def submit(self, messages: list[OutMessage], done: Done) -> None:
+        """Publish ``messages``; ``done(ok)`` runs on the publisher thread when settled."""
+        if not messages:
+            done(True)
+            return
+        self._queue.put((messages, done))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish and confirm what is queued (up to ``timeout``), then close."""
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # -- the publishing thread ----------------------------------------------------------
+
+    def _connect(self) -> tuple[Connection, Any]:
+        delay = 0.2
+        while True:
+            try:
+                connection = Connection(self.settings.broker_url, heartbeat=0)
+                connection.ensure_connection(max_retries=1)
+                channel = connection.channel()
+                topology.declare_all(channel, self.settings)
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+                self._next_tag = 1
+                self.connected.set()
+                log.info("publisher_connected")
+                return connection, channel
+            except Exception as exc:
+                self.connected.clear()
+                log.warning("publisher_connect_failed", error=type(exc).__name__, retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _settle(self, tag: int, multiple: bool, ok: bool) -> None:
+        tags = [t for t in self._unconfirmed if t <= tag] if multiple else [tag]
+        for t in tags:
+            group = self._unconfirmed.pop(t, None)
+            if group is None:
+                continue
+            group.ok = group.ok and ok
+            group.remaining -= 1
+            if group.remaining == 0:
+                self._call(group.done, group.ok)
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, True)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        log.warning("publish_nacked", tag=tag)
+        self._settle(tag, multiple, False)
+
+    @staticmethod
+    def _call(done: Done, ok: bool) -> None:
+        try:
+            done(ok)
+        except Exception:
+            log.exception("publish_callback_failed")
+
+    def _fail_unconfirmed(self) -> None:
+        groups = {id(g): g for g in self._unconfirmed.values()}
+        self._unconfirmed.clear()
+        for group in groups.values():
+            self._call(group.done, False)
+
+    def _run(self) -> None:
+        connection, channel = self._connect()
+        closing = False
+        while True:
+            batch: list[tuple[list[OutMessage], Done]] = []
+            try:
+                wait = 0.0 if self._unconfirmed else 0.05
+                item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+                while True:
+                    if item is None:
+                        closing = True
+                    else:
+                        batch.append(item)
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                for messages, done in batch:
+                    group = _Group(remaining=len(messages), done=done)
+                    for out in messages:
+                        channel.basic_publish(
+                            amqp.Message(
+                                out.body,
+                                content_type=out.content_type,
+                                delivery_mode=2,
+                                application_headers=out.headers,
+                            ),
+                            exchange=out.exchange,
+                            routing_key=out.routing_key,
+                        )
+                        self._unconfirmed[self._next_tag] = group
+                        self._next_tag += 1
+                    batch = []
+                if self._unconfirmed:
+                    try:
+                        connection.drain_events(timeout=0.05)
+                    except TimeoutError:
+                        pass
+            except Exception as exc:  # connection trouble: fail what is not confirmed
+                log.warning("publisher_connection_lost", error=type(exc).__name__)
+                self._fail_unconfirmed()
+                for _, done in batch:
+                    self._call(done, False)
+                try:
+                    connection.release()
+                except Exception:
+                    pass
+                connection, channel = self._connect()
+            if closing and not self._unconfirmed and self._queue.empty():
+                connection.release()
+                return
