@@ -1,0 +1,100 @@
+"""End to end through a real worker process: JSON in on RabbitMQ, verdicts out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.client import ModerationClient
+from worker.models import CATEGORIES
+
+pytestmark = pytest.mark.slow
+
+# A dozen kinds of unprocessable input, each with the reason it must be dead-lettered for.
+BAD_INPUTS: list[tuple[bytes, dict[str, str], str]] = [
+    (b"not json at all", {}, "invalid_json"),
+    (b"\xff\xfe\x00garbage", {}, "invalid_utf8"),
+    (b'["a", "list"]', {}, "not_object"),
+    (b'"just a string"', {}, "not_object"),
+    (b"null", {}, "not_object"),
+    (b'{"text": "no id"}', {}, "invalid_fields"),
+    (b'{"id": "x1"}', {}, "invalid_fields"),
+    (b'{"id": 17, "text": "id must be a string"}', {}, "invalid_fields"),
+    (b'{"id": "x2", "text": null}', {}, "invalid_fields"),
+    (b'{"id": "x3", "text": "hi", "metadata": "not an object"}', {}, "invalid_fields"),
+    (b'{"id": "x4", "text": "hi", "surprise": 1}', {}, "invalid_fields"),
+    (b'{"id": "x5", "text": "hi", "score": NaN}', {}, "invalid_json"),
+    (b'{"id": "x6", "text": "a", "id": "x7"}', {}, "invalid_json"),
+    (json.dumps({"id": "x8", "text": "y" * 40_000}).encode(), {}, "text_too_long"),
+    (b'{"id": "x9", "text": "\\ud800 lone surrogate"}', {}, "invalid_unicode"),
+    (b'{"id": "x10", "text": "zipped"}', {"content_encoding": "gzip"}, "unsupported_encoding"),
+    (json.dumps({"id": "x11", "text": "hi", "metadata": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+        1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}).encode(), {}, "too_deep"),
+    (json.dumps({"id": "x12", "text": "hi", "metadata": {"blob": "z" * 20_000}}).encode(), {},
+     "metadata_too_large"),
+]
+
+
+def test_rules_llm_and_metadata_round_trip(start_worker, client: ModerationClient, fake_llm):
+    start_worker()
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "r1", "text": "I will k1ll you tomorrow", "tenant": "t1"})
+        client.publish({"id": "l1", "text": "you are such an idiot", "metadata": {"n": [1, 2]}})
+        client.publish({"id": "l2", "text": "lovely weather for a walk"})
+        got = {v.id: v for v in verdicts.drain(3, timeout=30)}
+    assert got["r1"].source == "rules" and got["r1"].action == "block"
+    assert got["r1"].rule_matches[0].rule_id == "threat.kill-you"
+    span = got["r1"].rule_matches[0].spans[0]
+    assert "I will k1ll you tomorrow"[span.start : span.end] == "I will k1ll you"
+    assert got["r1"].tenant == "t1"
+    assert got["l1"].source == "llm" and got["l1"].action != "allow"
+    assert got["l1"].category_scores["harassment"] == pytest.approx(0.88)
+    assert got["l1"].metadata == {"n": [1, 2]}
+    assert got["l1"].usage.prompt_tokens > 0 and got["l1"].cost_usd > 0
+    assert got["l2"].action == "allow" and got["l2"].flagged is False
+    assert set(got["l2"].category_scores) == set(CATEGORIES)
+    assert fake_llm.state.requests >= 1
+
+
+def test_routing_keys_let_consumers_bind_by_action_and_category(start_worker, client):
+    start_worker()
+    with client.subscribe("block.#") as blocks, client.subscribe("#.harassment") as harass:
+        client.publish({"id": "b1", "text": "go drink bleach, loser"})
+        client.publish({"id": "h1", "text": "what a pathetic moron you are"})
+        client.publish({"id": "ok", "text": "see you at lunch"})
+        assert blocks.get(timeout=30).id == "b1"  # block.harassment (a rule)
+        assert {v.id for v in harass.drain(2)} == {"b1", "h1"}  # h1: review.harassment
+        with pytest.raises(Exception):
+            blocks.get(timeout=2)  # neither "h1" nor "ok" is a block
+        with pytest.raises(Exception):
+            harass.get(timeout=1)  # "ok" is allow.none
+
+
+def test_bad_input_is_dead_lettered_and_good_input_around_it_still_gets_verdicts(
+    start_worker, client: ModerationClient
+):
+    start_worker()
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "before", "text": "hello"})
+        for body, props, _ in BAD_INPUTS:
+            client.publish_raw(body, **props)
+        client.publish({"id": "after", "text": "goodbye"})
+        ids = {v.id for v in verdicts.drain(2, timeout=30)}
+    assert ids == {"before", "after"}
+    dead = list(client.dead_letters(timeout=3))
+    assert sorted(d.reason for d in dead) == sorted(reason for _, _, reason in BAD_INPUTS)
+    by_body = {d.body: d for d in dead}
+    for body, _, reason in BAD_INPUTS:
+        assert by_body[body].reason == reason  # original bytes kept for replay
+        assert by_body[body].error
+
+
+def test_without_llm_undecided_messages_get_the_fallback(start_worker, client):
+    start_worker(OPENAI_BASE_URL="", OPENAI_API_KEY="")
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "u1", "text": "this needs a model to judge"})
+        client.publish({"id": "k1", "text": "k y s"})
+        got = {v.id: v for v in verdicts.drain(2, timeout=30)}
+    assert got["u1"].source == "fallback" and got["u1"].action == "review"
+    assert got["k1"].source == "rules" and got["k1"].action == "block"
