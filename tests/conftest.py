@@ -19,6 +19,7 @@ DATASET = SHARED / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
 
 from worker.client import ModerationClient  # noqa: E402
+from worker.pipeline import Pipeline, build_pipeline  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.testing.fake_llm import FakeLLM  # noqa: E402
 
@@ -63,6 +64,25 @@ def fake_llm(_fake_llm_server: FakeLLM) -> FakeLLM:
         state.requests = state.items = 0
         state.by_fault.clear()
     return _fake_llm_server
+
+
+@pytest.fixture
+def pipeline_without_llm() -> Pipeline:
+    return build_pipeline(Settings(openai_base_url=None, openai_api_key=None))
+
+
+@pytest.fixture
+def make_pipeline(fake_llm: FakeLLM) -> Callable[..., Pipeline]:
+    """An in-process pipeline talking to the simulated LLM over real HTTP."""
+
+    def make(**overrides: object) -> Pipeline:
+        options: dict[str, object] = {
+            "openai_base_url": fake_llm.base_url, "openai_api_key": "test-key",
+            "llm_deadline_s": 5.0, "breaker_reset_s": 0.5, **overrides,
+        }
+        return build_pipeline(Settings(**options))  # type: ignore[arg-type]
+
+    return make
 
 
 @pytest.fixture
@@ -165,4 +185,5 @@ def start_worker(
 
 
 def pytest_report_header() -> list[str]:
-    return [f"rabbitmq: {RABBIT}; dataset: {DATASET} ({'found' if DATASET.exists() else 'MISSING'})"]
+    found = "found" if DATASET.exists() else "MISSING"
+    return [f"rabbitmq: {RABBIT}; dataset: {DATASET} ({found})"]

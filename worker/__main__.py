@@ -31,8 +31,10 @@ def _moderate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     pipeline = build_pipeline(settings)
-    source = sys.stdin.buffer if args.file in (None, "-") else Path(args.file).open("rb")
-    lines = [line.rstrip(b"\r\n") for line in source]
+    if args.file in (None, "-"):
+        lines = [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    else:
+        lines = Path(args.file).read_bytes().splitlines()
     envelopes = [Envelope(body=line) for line in lines if line.strip()]
     numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
     dead = 0

@@ -15,6 +15,7 @@ A request is acked only after its verdict (or dead letter) is confirmed by the b
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -90,10 +91,8 @@ class ModerationConsumer(bootsteps.ConsumerStep):
     def stop(self, c: Any) -> None:
         """Finish what is in flight (bounded), ack it, then let the rest be redelivered."""
         for consumer in self.consumers or []:
-            try:
+            with contextlib.suppress(Exception):
                 consumer.cancel()
-            except Exception:
-                pass
         self._flush()
         shutting_down = bool(worker_state.should_stop or worker_state.should_terminate is not None)
         deadline = time.monotonic() + (self.settings.shutdown_grace_s if shutting_down else 0)
@@ -111,10 +110,8 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         self.publisher.stop(timeout=5)
 
     def _touch_health(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.settings.health_file.touch()
-        except OSError:
-            pass
 
     # -- event loop thread --------------------------------------------------------------
 

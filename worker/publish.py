@@ -8,6 +8,7 @@ when all of it is confirmed, or fails when any of it is nacked or the connection
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -196,19 +197,15 @@ class Publisher:
                         self._next_tag += 1
                     batch = []
                 if self._unconfirmed:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         connection.drain_events(timeout=0.05)
-                    except TimeoutError:
-                        pass
             except Exception as exc:  # connection trouble: fail what is not confirmed
                 log.warning("publisher_connection_lost", error=type(exc).__name__)
                 self._fail_unconfirmed()
                 for _, done in batch:
                     self._call(done, False)
-                try:
+                with contextlib.suppress(Exception):
                     connection.release()
-                except Exception:
-                    pass
                 connection, channel = self._connect()
             if closing and not self._unconfirmed and self._queue.empty():
                 connection.release()

@@ -22,7 +22,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODERATION_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MODERATION_", extra="ignore", populate_by_name=True
+    )
 
     broker_url: str = "amqp://guest:guest@localhost:5672//"
     redis_url: str | None = Field(default=None, description="Shared verdict cache when set.")

@@ -112,7 +112,7 @@ def validate_builtin(file: str, obj: dict[str, Any], versions: list[str], report
     where = f"{file} {name_of(obj)}"
     for version in versions:
         try:
-            used = kubernetes_validate.validate(obj, version, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path) or "(root)"
             report.error(where, f"k8s {exc.version}: {path}: {exc.message}")
@@ -123,7 +123,8 @@ def validate_builtin(file: str, obj: dict[str, Any], versions: list[str], report
         except kubernetes_validate.utils.VersionNotSupportedError:
             report.error(where, f"kubernetes-validate has no schemas for {version}")
             return
-    report.ok(where, f"Kubernetes schema (strict) {', '.join(v.rsplit('.', 1)[0] for v in versions)}")
+    checked = ", ".join(v.rsplit(".", 1)[0] for v in versions)
+    report.ok(where, f"Kubernetes schema (strict) {checked}")
 
 
 def validate_keda(file: str, obj: dict[str, Any], schema: dict[str, Any], report: Report) -> None:
@@ -201,7 +202,7 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
             mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
             for path, m in mounts.items():
                 if m.get("name") not in volumes:
-                    report.error(cwhere, f"volumeMount {path} uses undefined volume {m.get('name')!r}")
+                    report.error(cwhere, f"volumeMount {path}: undefined volume {m.get('name')!r}")
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                 if probe not in c:
                     report.note(cwhere, f"no {probe}")
@@ -214,7 +215,7 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
             if cm and not cm.get("optional"):
                 keys = data_keys("ConfigMap", cm.get("name"))
                 if keys is None:
-                    report.error(where, f"volume {vname}: ConfigMap {cm.get('name')!r} is not defined")
+                    report.error(where, f"volume {vname}: no ConfigMap {cm.get('name')!r}")
                 else:
                     for item in cm.get("items") or []:
                         if item.get("key") not in keys:
@@ -223,7 +224,8 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
         if annotations.get("prometheus.io/scrape") == "true":
             port = annotations.get("prometheus.io/port")
             if port is None or not port.isdigit() or int(port) not in ports:
-                report.error(where, f"prometheus.io/port {port!r} is not a containerPort {sorted(ports)}")
+                report.error(where, f"prometheus.io/port {port!r} is not a containerPort "
+                             f"{sorted(ports)}")
         if by_kind.get("ScaledObject") and "replicas" in spec:
             report.error(where, "sets spec.replicas although a ScaledObject owns the count "
                          "(every apply would reset it)")
@@ -245,7 +247,8 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
             report.error(where, f"minReplicaCount {lo} > maxReplicaCount {hi}")
         for pdb_name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
             min_available = (pdb.get("spec") or {}).get("minAvailable")
-            if isinstance(min_available, int) and isinstance(lo, int) and min_available >= max(lo, 1):
+            if isinstance(min_available, int) and isinstance(lo, int) \
+                    and min_available >= max(lo, 1):
                 report.error(where, f"PDB {pdb_name} minAvailable={min_available} blocks every "
                              f"drain at minReplicaCount={lo}")
         for trig in spec.get("triggers") or []:
@@ -256,7 +259,7 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
             meta = trig.get("metadata") or {}
             if trig.get("type") == "rabbitmq" and not (
                     ref or meta.get("host") or meta.get("hostFromEnv")):
-                report.error(where, "rabbitmq trigger has no host, hostFromEnv or authenticationRef")
+                report.error(where, "rabbitmq trigger: no host, hostFromEnv or authenticationRef")
         report.ok(where, "cross-references checked")
 
     for name, ta in by_kind.get("TriggerAuthentication", {}).items():
@@ -264,7 +267,8 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
         for ref in (ta.get("spec") or {}).get("secretTargetRef") or []:
             keys = data_keys("Secret", ref.get("name"))
             if keys is None or ref.get("key") not in keys:
-                report.error(where, f"secretTargetRef {ref.get('name')}/{ref.get('key')} is not defined")
+                report.error(where, f"secretTargetRef {ref.get('name')}/{ref.get('key')} "
+                             "is not defined")
         report.ok(where, "cross-references checked")
 
     for image in kust.get("images") or []:
@@ -312,7 +316,7 @@ def check_policy_text(where: str, text: str, report: Report) -> None:
     try:
         sys.path.insert(0, str(REPO))
         from worker.policy import Policy  # the worker's own loader: the real contract
-    except Exception as exc:  # noqa: BLE001 - any import problem means "cannot check deeper"
+    except Exception as exc:  # any import problem means "cannot check deeper"
         report.note(where, f"policy parsed as YAML only (worker package not importable: {exc})")
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -320,7 +324,7 @@ def check_policy_text(where: str, text: str, report: Report) -> None:
         path.write_text(text)
         try:
             policy = Policy.load(path, with_shadow=False)
-        except Exception as exc:  # noqa: BLE001 - PolicyError and friends
+        except Exception as exc:  # PolicyError and friends
             report.error(where, "the worker rejects this policy: "
                          + str(exc).replace(str(path), "policy.yaml"))
             return
@@ -363,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=HERE, help="directory with kustomization.yaml")
     parser.add_argument("--k8s-version", action="append", dest="versions",
-                        help=f"Kubernetes version(s) to validate against (default {DEFAULT_VERSIONS})")
+                        help=f"Kubernetes version(s) to check (default {DEFAULT_VERSIONS})")
     parser.add_argument("--write-policy-configmap", action="store_true",
                         help="regenerate policy-configmap.yaml from worker/policies/default.yaml")
     args = parser.parse_args(argv)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.normalise import canonical, views, views_with_offsets
+
+from .conftest import DATASET
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I will K1LL you!!", " i will kill you "),
+        ("f\u200bu\u200cc\u2060k", " fuck "),
+        ("fսck", " fuck "),  # Armenian letter
+        ("𝐤𝐢𝐥𝐥 ＹＯＵ", " kill you "),  # mathematical bold, fullwidth
+        ("k̷i̷l̷l̷", " kill "),  # combining overlays
+        ("snake_case", " snake case "),
+        ("$5 in 2024", " 5 in 2024 "),  # numbers are not leet
+        ("@ss", " ass "),
+        ("", "  "),
+    ],
+)
+def test_canonical(text: str, expected: str):
+    assert canonical(text) == expected
+
+
+def test_variants_only_when_there_is_something_to_undo():
+    assert views("a normal sentence") == [" a normal sentence "]
+    assert views("k y s") == [" k y s ", " kys "]
+    assert views("fuuuuck") == [" fuuuuck ", " fuck "]
+
+
+def test_spans_point_into_the_original_text():
+    text = "hey, K\u200bY\u200bS!"
+    view = views_with_offsets(text)[0]
+    start = view.text.index("kys")
+    a, b = view.span(start, start + 3)
+    assert text[a:b] == "K\u200bY\u200bS"
+
+
+def test_fast_and_slow_paths_agree_on_the_dataset():
+    with gzip.open(DATASET, "rt") as lines:
+        texts = [json.loads(line)["prompt"] for line in lines]
+    for text in texts:
+        assert views(text) == [v.text for v in views_with_offsets(text)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_fast_and_slow_paths_agree_on_any_text(text: str):
+    assert views(text) == [v.text for v in views_with_offsets(text)]
