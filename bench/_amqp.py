@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ class _Confirms:
 def _drain(connection: amqp.Connection, timeout: float) -> None:
     try:
         connection.drain_events(timeout=timeout)
-    except socket.timeout:
+    except TimeoutError:
         pass
 
 

@@ -33,7 +33,8 @@ def test_canonical(text: str, expected: str):
 def test_variants_only_when_there_is_something_to_undo():
     assert views("a normal sentence") == [" a normal sentence "]
     assert views("k y s") == [" k y s ", " kys "]
-    assert views("fuuuuck") == [" fuuuuck ", " fuck "]
+    assert views("fuuuuck") == [" fuuuuck ", " fuck ", " fuuck "]
+    assert views("\u202ellik\u202c you") == [" llik you ", " kill you "]  # shown reversed
 
 
 def test_spans_point_into_the_original_text():

@@ -82,6 +82,28 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from worker._logging import configure
+    from worker.evaluate import evaluate, load, render
+    from worker.pipeline import build_pipeline
+    from worker.settings import Settings
+
+    overrides = {"openai_base_url": None, "openai_api_key": None} if args.rules_only else {}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure("WARNING")
+    samples = load(Path(args.dataset))
+    if args.limit:
+        samples = samples[: args.limit]
+    report = evaluate(build_pipeline(settings), samples)
+    report["llm"] = settings.llm_enabled
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     health = commands.add_parser("health", help="exit 0 when the worker is alive")
     health.add_argument("--max-age", type=float, default=30.0)
     health.set_defaults(run=_health)
+    evaluate = commands.add_parser("eval", help="precision/recall on a labelled set")
+    evaluate.add_argument("dataset", help="samples-1680 JSONL(.gz), or CSV with text,label")
+    evaluate.add_argument("--rules-only", action="store_true", help="LLM stage off")
+    evaluate.add_argument("--limit", type=int, default=0)
+    evaluate.add_argument("--json", help="also write the report as JSON here")
+    evaluate.set_defaults(run=_eval)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

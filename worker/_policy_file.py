@@ -79,6 +79,11 @@ class PolicyLayer(_Strict):
     thresholds: dict[Category | Literal["default"], Thresholds] = Field(default_factory=dict)
     fallback: Fallback | None = None
     allow: tuple[str, ...] = Field(default=(), description="Phrases inside which no rule fires.")
+    reported_speech: tuple[str, ...] = Field(
+        default=(),
+        description="Phrases showing a message quotes, reports or condemns; with one "
+        "present a block rule defers to the LLM (as it does for a quoted match).",
+    )
     rules: tuple[Rule, ...] = ()
     disable: tuple[str, ...] = Field(default=(), description="Base rule ids to switch off.")
 

@@ -16,24 +16,35 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import ahocorasick
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
-                       "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "8": "b"})
-# A run of leet characters directly before a letter is read as letters ("k1ll", "@ss",
-# "sh!t"), so numbers ("2024", "$5") and trailing punctuation ("you!!") stay as they are.
-_LEET_RUN = re.compile(r"[0-9@$!|+]+(?=[a-z])")
-# Three or more single letters split by separators: "k y s", "f.u.c.k", "k-i-l-l".
-_SPACED_HINT = re.compile(r"[a-z][ .\-*,/~:;][a-z][ .\-*,/~:;][a-z]")
-_SPACED_LETTERS = re.compile(r"\b[a-z](?:[ .\-*,/~:;]+[a-z]\b){2,}")
-_SEPARATORS = re.compile(r"[ .\-*,/~:;]+")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t",
+                       "9": "g", "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "8": "b"})
+# "1", "!" and "|" stand for i or l: where they occur a second view reads them as "l".
+_LEET_L = str.maketrans({"1": "l", "!": "l", "|": "l"})
+# Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
+# numbers ("2024", "$5") stay as they are; a trailing "!" ("you!!") stays punctuation.
+_LEET_RUN = re.compile(r"[0-9@$!|+]+(?=[a-z])|(?<=[a-z])[0-9@$|+]+")
+_AMBIGUOUS = re.compile(r"[1!|]")
+# Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
+# "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
+_LETTERISH = r"[a-z0-9@$!+]"
+_SEP = r"[ .\-*,/~:;|]"
+_SPACED_HINT = re.compile(f"{_LETTERISH}{_SEP}+{_LETTERISH}{_SEP}+{_LETTERISH}")
+_SPACED_LETTERS = re.compile(
+    f"(?<![a-z0-9@$!+]){_LETTERISH}(?:{_SEP}+{_LETTERISH}(?![a-z0-9@$!+])){{2,}}"
+)
+_SEPARATORS = re.compile(f"{_SEP}+")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 # Characters the non-ASCII path must look up: anything outside printable ASCII, and "_".
 _SPECIAL = re.compile(r"[^\x20-\x5e\x60-\x7e\t\n\r]")
 _LONG_RUN = re.compile(r"([a-z])\1{2,}")
+# Right-to-left override ... pop: the text between is shown reversed, so read it reversed.
+_RLO_SEGMENT = re.compile("\u202e([^\u202c\u2069\n]*)")
 _DROPPED = frozenset(("Mn", "Me", "Cf", "Cc"))
 # ASCII fast path: lower case, "_" read as a space, control characters dropped.
 _ASCII_FOLD = bytes(
@@ -42,6 +53,13 @@ _ASCII_FOLD = bytes(
 _ASCII_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
 # Final step: anything but a-z and 0-9 becomes a space.
 _ASCII_WORDS = bytes(c if (97 <= c <= 122 or 48 <= c <= 57) else 32 for c in range(256))
+# Look-alikes that UTS #39 data leaves out or maps to another letter than readers see.
+_EXTRA_LOOKALIKES = {
+    **dict(zip("αβγδεζηθικλμνξοπρσςτυφχψω", "abydeznoiklmvxonpoctuoxyw", strict=True)),
+    **dict(zip("абвгдежзийклмнопрстуфхцчшщъыьэюяіјѕԁһӏԝ", "abbrdex3uuknmhonpctyoxuywwbbbeorijsdhlw",
+               strict=True)),
+    **dict(zip("ոսհցօ", "nuhgo", strict=True)),
+}
 
 
 @lru_cache(maxsize=1)
@@ -58,8 +76,15 @@ def _char_table() -> dict[int, str | None]:
         if letters:
             table[ord(char)] = letters[0]
     for code in (*range(0x30000), *range(0xE0000, 0xE1000)):
-        if unicodedata.category(chr(code)) in _DROPPED and code not in (0x09, 0x0A, 0x0D):
+        char = chr(code)
+        if unicodedata.category(char) in _DROPPED and code not in (0x09, 0x0A, 0x0D):
             table[code] = None
+        elif code > 0x7F and code not in table:
+            name = unicodedata.name(char, "")
+            small_capital = re.fullmatch(r"LATIN LETTER SMALL CAPITAL ([A-Z])", name)
+            if small_capital:
+                table[code] = small_capital.group(1).lower()
+    table.update({ord(k): v for k, v in _EXTRA_LOOKALIKES.items()})
     return table
 
 
@@ -88,6 +113,13 @@ def _has_long_run(view: str) -> bool:
     return next(_triples().iter(view), None) is not None
 
 
+def _words(folded: str) -> str:
+    if folded.isascii():
+        words = folded.encode().translate(_ASCII_WORDS).split()
+        return " " + b" ".join(words).decode() + " "
+    return " " + " ".join(_NOT_WORD.sub(" ", folded).split()) + " "
+
+
 def _leet(match: re.Match[str]) -> str:
     return match.group().translate(_LEET)
 
@@ -96,40 +128,62 @@ def _unspace(match: re.Match[str]) -> str:
     return _SEPARATORS.sub("", match.group())
 
 
-def _words(folded: str) -> str:
-    if folded.isascii():
-        words = folded.encode().translate(_ASCII_WORDS).split()
-        return " " + b" ".join(words).decode() + " "
-    return " " + " ".join(_NOT_WORD.sub(" ", folded).split()) + " "
+def _squeeze_to(keep: int) -> Callable[[re.Match[str]], str]:
+    return lambda match: match.group(1) * keep
 
 
-def _unspaced(folded: str) -> str | None:
-    if _SPACED_HINT.search(folded) is None:
-        return None
-    unspaced = _SPACED_LETTERS.sub(_unspace, folded)
-    return unspaced if unspaced != folded else None
+_SQUEEZES = (_squeeze_to(1), _squeeze_to(2))
+
+
+# -- the fast path -------------------------------------------------------------------------
+
+
+def _core_views(text: str) -> list[str]:
+    folded = _fold(text)
+    variants = [folded]
+    if _SPACED_HINT.search(folded) is not None:
+        unspaced = _SPACED_LETTERS.sub(_unspace, folded)
+        if unspaced != folded:
+            variants.append(unspaced)
+    out: list[str] = []
+    for variant in variants:
+        out.append(_words(_LEET_RUN.sub(_leet, variant)))
+        if _AMBIGUOUS.search(variant) is not None:
+            as_l = _LEET_RUN.sub(lambda m: m.group().translate(_LEET_L).translate(_LEET), variant)
+            out.append(_words(as_l))
+    for view in out[:]:
+        if _has_long_run(view):
+            out.extend(_LONG_RUN.sub(squeeze, view) for squeeze in _SQUEEZES)
+    return _unique(out)
+
+
+def _unique(views: list[str]) -> list[str]:
+    return list(dict.fromkeys(views))
+
+
+def _unreversed(text: str) -> str:
+    return _RLO_SEGMENT.sub(lambda m: "\u202e" + m.group(1)[::-1], text)
 
 
 def views(text: str) -> list[str]:
     """Canonical forms of ``text``: the plain one first, then any evasion-undoing variants.
 
-    Variants exist only when the text has spaced-out letters ("k y s") or long repeats
-    ("fuuuck"), so ordinary text costs one view.
+    Variants exist only when the text has spaced-out letters ("k y s"), ambiguous leet
+    ("k!ll"), long repeats ("fuuuck") or right-to-left overrides, so ordinary text costs
+    one view.
     """
-    folded = _LEET_RUN.sub(_leet, _fold(text))
-    out = [_words(folded)]
-    unspaced = _unspaced(folded)
-    if unspaced is not None:
-        out.append(_words(unspaced))
-    for view in out[:]:
-        if _has_long_run(view):
-            out.append(_LONG_RUN.sub(r"\1", view))
+    out = _core_views(text)
+    if "\u202e" in text:
+        out = _unique(out + _core_views(_unreversed(text)))
     return out
 
 
 def canonical(text: str) -> str:
     """The plain canonical form (see module docstring)."""
-    return views(text)[0]
+    return _core_views(text)[0]
+
+
+# -- the slow path, with offsets -----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,43 +202,58 @@ class Canonical:
             end -= 1
         if start >= end:
             return (0, 0)
-        return (self.origin[start], self.origin[end - 1] + 1)
+        covered = self.origin[start:end]
+        return (min(covered), max(covered) + 1)
 
 
-def views_with_offsets(text: str) -> list[Canonical]:
-    """Same strings as ``views`` but slow, keeping where each character came from."""
+@dataclass(frozen=True, slots=True)
+class _Tracked:
+    """A string whose characters each remember their index in the original text."""
+
+    chars: str
+    origin: tuple[int, ...]
+
+    def sub(self, pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str]) -> _Tracked:
+        """``pattern.sub(repl, chars)`` where each replacement is the same length as what
+        it replaces or a subsequence of it (true of every step here)."""
+        out: list[str] = []
+        origin: list[int] = []
+        last = 0
+        for match in pattern.finditer(self.chars):
+            out.append(self.chars[last : match.start()])
+            origin.extend(self.origin[last : match.start()])
+            replacement = repl(match)
+            source = match.group()
+            if len(replacement) == len(source):
+                origin.extend(self.origin[match.start() : match.end()])
+            else:
+                position = 0
+                for char in replacement:
+                    while source[position] != char:
+                        position += 1
+                    origin.append(self.origin[match.start() + position])
+                    position += 1
+            out.append(replacement)
+            last = match.end()
+        out.append(self.chars[last:])
+        origin.extend(self.origin[last:])
+        return _Tracked("".join(out), tuple(origin))
+
+
+def _fold_tracked(text: str, positions: list[int]) -> _Tracked:
     chars: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
-        for out in _fold(char):
-            chars.append(out)
-            origin.append(index)
-    folded = "".join(chars)
-    for match in _LEET_RUN.finditer(folded):
-        for i in range(match.start(), match.end()):
-            chars[i] = chars[i].translate(_LEET)
-    folded = "".join(chars)
-    out = [_to_words(chars, origin, [True] * len(chars), len(text))]
-    keep = [True] * len(chars)
-    for match in _SPACED_LETTERS.finditer(folded) if _SPACED_HINT.search(folded) else ():
-        for sep in _SEPARATORS.finditer(folded, match.start(), match.end()):
-            for i in range(sep.start(), sep.end()):
-                keep[i] = False
-    if not all(keep):
-        out.append(_to_words(chars, origin, keep, len(text)))
-    for view in out[:]:
-        squeezed = _squeeze(view)
-        if squeezed is not None:
-            out.append(squeezed)
-    return out
+    for index, char in zip(positions, text, strict=True):
+        folded = _fold(char)
+        chars.append(folded)
+        origin.extend([index] * len(folded))
+    return _Tracked("".join(chars), tuple(origin))
 
 
-def _to_words(chars: list[str], origin: list[int], keep: list[bool], length: int) -> Canonical:
+def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
     out_chars: list[str] = [" "]
     out_origin: list[int] = [0]
-    for char, src, kept in zip(chars, origin, keep, strict=True):
-        if not kept:
-            continue
+    for char, src in zip(tracked.chars, tracked.origin, strict=True):
         if not ("a" <= char <= "z" or "0" <= char <= "9"):
             if out_chars[-1] == " ":
                 continue
@@ -197,14 +266,38 @@ def _to_words(chars: list[str], origin: list[int], keep: list[bool], length: int
     return Canonical("".join(out_chars), tuple(out_origin), length)
 
 
-def _squeeze(canon: Canonical) -> Canonical | None:
-    runs = list(_LONG_RUN.finditer(canon.text))
-    if not runs:
-        return None
-    keep = [True] * len(canon.text)
-    for run in runs:
-        for i in range(run.start() + 1, run.end()):
-            keep[i] = False
-    text = "".join(c for c, k in zip(canon.text, keep, strict=True) if k)
-    origin = tuple(o for o, k in zip(canon.origin, keep, strict=True) if k)
-    return Canonical(text, origin, canon.source_length)
+def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Canonical]:
+    folded = _fold_tracked(text, positions)
+    variants = [folded]
+    if _SPACED_HINT.search(folded.chars) is not None:
+        unspaced = folded.sub(_SPACED_LETTERS, _unspace)
+        if unspaced.chars != folded.chars:
+            variants.append(unspaced)
+    out: list[Canonical] = []
+    for variant in variants:
+        out.append(_words_tracked(variant.sub(_LEET_RUN, _leet), length))
+        if _AMBIGUOUS.search(variant.chars) is not None:
+            as_l = variant.sub(_LEET_RUN, lambda m: m.group().translate(_LEET_L).translate(_LEET))
+            out.append(_words_tracked(as_l, length))
+    for view in out[:]:
+        if _has_long_run(view.text):
+            tracked = _Tracked(view.text, view.origin)
+            for squeeze in _SQUEEZES:
+                squeezed = tracked.sub(_LONG_RUN, squeeze)
+                out.append(Canonical(squeezed.chars, squeezed.origin, length))
+    return out
+
+
+def views_with_offsets(text: str) -> list[Canonical]:
+    """Same strings as ``views`` but slow, keeping where each character came from."""
+    out = _core_views_tracked(text, list(range(len(text))), len(text))
+    if "\u202e" in text:
+        positions = list(range(len(text)))
+        for match in _RLO_SEGMENT.finditer(text):
+            start, end = match.span(1)
+            positions[start:end] = positions[start:end][::-1]
+        out += _core_views_tracked(_unreversed(text), positions, len(text))
+    seen: dict[str, Canonical] = {}
+    for view in out:
+        seen.setdefault(view.text, view)
+    return list(seen.values())

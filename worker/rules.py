@@ -19,6 +19,8 @@ from worker.models import Action, RuleMatch, Span
 from worker.normalise import Canonical, canonical, views, views_with_offsets
 
 _ALLOW = -1  # rule index marking an allowlist phrase
+_DEFER = -2  # rule index marking a reported-speech phrase
+_QUOTES = "'\"‘’“”«»「」`"
 _UNLESS_BIT = 1 << 30  # rule index + this marks a rule's negation phrase
 
 
@@ -70,11 +72,16 @@ class RulesEngine:
             for kind in ("words", "domains", "substrings", "prefixes", "suffixes"):
                 for term in getattr(rule, kind):
                     add(_pattern(term, kind), index)
+                    if kind == "words" and " " in term.strip():
+                        # spaced-out phrases collapse into one word ("b.u.y f.o.l.l.o.w")
+                        add(_pattern(term.replace(" ", ""), kind), index)
             for term in rule.unless:
                 add(_pattern(term, "words"), index + _UNLESS_BIT)
         for layer in layers:
             for phrase in layer.allow:
                 add(_pattern(phrase, "words"), _ALLOW)
+            for phrase in layer.reported_speech:
+                add(_pattern(phrase, "words"), _DEFER)
         for pattern, indices in entries.items():
             self._automaton.add_word(pattern, (len(pattern), tuple(indices)))
         self._has_patterns = bool(entries)
@@ -111,8 +118,8 @@ class RulesEngine:
         for index, start, end in hits:
             if index < 0 or index >= _UNLESS_BIT or index in cancelled:
                 continue
-            if any(a <= start and end <= b for a, b in allowed):
-                continue
+            if any(start < b and a < end for a, b in allowed):
+                continue  # overlaps an allowlisted phrase
             fired.setdefault(index, []).append((start, end))
         return fired
 
@@ -127,8 +134,11 @@ class RulesEngine:
             return PASS
         # Rare path: something fired, so redo the views with offsets for the spans.
         spans: dict[int, list[Span]] = {}
+        reported = False
         for view in views_with_offsets(text):
-            for index, found in self._fired(self._hits(view.text)).items():
+            hits = self._hits(view.text)
+            reported = reported or any(i == _DEFER for i, _, _ in hits)
+            for index, found in self._fired(hits).items():
                 bucket = spans.setdefault(index, [])
                 for start, end in found:
                     span = _span(view, start, end)
@@ -138,19 +148,27 @@ class RulesEngine:
             spans, key=lambda i: (self.rules[i].priority, _severity(self.rules[i].action)),
             reverse=True,
         )
-        matches = [
-            RuleMatch(
-                rule_id=self.rules[i].id,
-                action=self.rules[i].action,
-                category=self.rules[i].category,
-                spans=spans[i],
-                reason=self.rules[i].reason,
-            )
-            for i in ordered
-        ]
-        top = self.rules[ordered[0]]
-        action = None if top.action == "llm" else Action(top.action)
+        matches = []
+        for i in ordered:
+            rule = self.rules[i]
+            action, reason = rule.action, rule.reason
+            if action == "block" and (reported or all(_quoted(text, s) for s in spans[i])):
+                # quoting, reporting or condemning a phrase is not saying it: ask the LLM
+                action, reason = "llm", f"{reason or rule.id} (quoted or reported: deferred)"
+            matches.append(RuleMatch(rule_id=rule.id, action=action, category=rule.category,
+                                     spans=spans[i], reason=reason))
+        matches.sort(key=lambda m: _severity(m.action) >= 0, reverse=True)  # stable
+        top_match = matches[0]
+        top = next(r for r in self.rules if r.id == top_match.rule_id)
+        action = None if top_match.action == "llm" else Action(top_match.action)
         return RulesResult(action=action, matches=matches, rule=top)
+
+
+def _quoted(text: str, span: Span) -> bool:
+    """A quotation mark just before the span and just after it (same line)."""
+    before = text[max(span.start - 3, 0) : span.start].rstrip()
+    after = text[span.end : span.end + 3].lstrip(" ,.!?;:")
+    return bool(before) and before[-1] in _QUOTES and bool(after) and after[0] in _QUOTES
 
 
 def _span(view: Canonical, start: int, end: int) -> Span:

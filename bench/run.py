@@ -1,0 +1,676 @@
+"""End-to-end benchmark of the moderation worker against the naive design (issue 3).
+
+    python bench/run.py [--messages N] [--rate R] [--latency-ms 300] [--workers N]
+                        [--skip-naive] [--json out.json]
+
+Everything runs on this machine, on loopback: a RabbitMQ vhost of its own (deleted at the
+end), the simulated LLM as a separate process, N real worker processes
+(``celery -A worker worker``), a paced producer and a verdict collector (py-amqp, each
+in its own process). Phases:
+
+1. warm-up: a few hundred messages, not reported;
+2. throughput: N unique messages, as fast as possible (or at --rate);
+3. latency: at 50% of the measured throughput (or --latency-rate), the end-to-end
+   latency minus the simulated LLM's configured latency;
+4. naive: the same messages through ``bench/naive.py`` (one Celery task and one LLM
+   call per message, prefork pool of 2).
+
+Exits 1 if any message got no verdict (lost), 2 on a harness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import _proc  # noqa: E402
+from bench._amqp import collect, produce, queue_depths  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+DATASET = SHARED / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
+TIKTOKEN_DIR = SHARED / "tiktoken"
+RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
+VERDICTS = "moderation.verdicts"
+
+# Targets of issue 3 (2 cores, 300 ms simulated LLM latency).
+TARGET_MSG_S = 1000.0
+TARGET_SPEEDUP = 150.0
+TARGET_CPU_MS = 0.5
+TARGET_RSS_MB = 250.0
+TARGET_PROMPT_RATIO = 1 / 3
+TARGET_ADDED_P99_MS = 50.0
+
+
+class HarnessError(Exception):
+    pass
+
+
+# -- processes we start, and their cleanup ------------------------------------------------
+
+_started: list[subprocess.Popen[bytes]] = []
+_mp_started: list[mp.process.BaseProcess] = []
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: prefork children go with it
+    )
+    _started.append(proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    else:  # leader gone: make sure nothing of its group is left
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if proc in _started:
+        _started.remove(proc)
+
+
+def _cleanup() -> None:
+    for p in list(_mp_started):
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    _mp_started.clear()
+    for proc in reversed(list(_started)):
+        _stop(proc, timeout=10)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- RabbitMQ vhost ---------------------------------------------------------------------
+
+def _rabbitmqctl(*args: str, check: bool = True) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, timeout=90)
+
+
+@contextlib.contextmanager
+def private_vhost() -> Any:
+    name = f"moderation-bench-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        _rabbitmqctl("delete_vhost", name, check=False)
+
+
+# -- the simulated LLM and the workers ------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "OPENAI_"))}
+    env["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_DIR)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def start_fake_llm(latency_ms: float, jitter_ms: float, tmp: Path) -> tuple[Any, str]:
+    port = _free_port()
+    proc = _spawn(
+        [sys.executable, "-m", "worker.testing.fake_llm", "--port", str(port),
+         "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)],
+        _base_env(), tmp / "fake_llm.log",
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise HarnessError(f"fake LLM did not start: {(tmp / 'fake_llm.log').read_text()}")
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def fake_control(base_url: str, **settings: Any) -> None:
+    request = urllib.request.Request(
+        base_url + "/_control", data=json.dumps(settings).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
+
+
+def start_workers(
+    count: int, broker_url: str, llm_url: str, tmp: Path, extra_env: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    health = []
+    for n in range(count):
+        env = _base_env()
+        alive = tmp / f"worker{n}.alive"
+        alive.unlink(missing_ok=True)
+        env.update(
+            MODERATION_BROKER_URL=broker_url,
+            OPENAI_BASE_URL=llm_url,
+            OPENAI_API_KEY="bench-key",
+            MODERATION_HEALTH_FILE=str(alive),
+            MODERATION_SHUTDOWN_GRACE_S="10",
+        )
+        env.update(extra_env)
+        procs.append(_spawn(
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n",
+             f"bench{n}-{uuid.uuid4().hex[:4]}@%h", "--without-mingle", "--without-gossip"],
+            env, tmp / f"worker{n}.log",
+        ))
+        health.append(alive)
+    deadline = time.monotonic() + 60
+    while not all(h.exists() for h in health):
+        for n, proc in enumerate(procs):
+            if proc.poll() is not None:
+                raise HarnessError(f"worker exited: {(tmp / f'worker{n}.log').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise HarnessError("workers not ready after 60 s")
+        time.sleep(0.1)
+    return procs
+
+
+def start_naive(broker_url: str, llm_url: str, tmp: Path, processes: int) -> Any:
+    env = _base_env()
+    env.update(BENCH_BROKER_URL=broker_url, OPENAI_BASE_URL=llm_url, OPENAI_API_KEY="bench-key")
+    proc = _spawn(
+        [sys.executable, "-m", "celery", "-A", "bench.naive", "worker", "-P", "prefork",
+         "-c", str(processes), "-Q", "bench.naive.tasks", "-n",
+         f"naive-{uuid.uuid4().hex[:4]}@%h", "--without-mingle", "--without-gossip",
+         "-l", "WARNING"],
+        env, tmp / "naive.log",
+    )
+    deadline = time.monotonic() + 60
+    while len(_proc.tree(proc.pid)) < processes + 1:  # parent + pool processes
+        if proc.poll() is not None:
+            raise HarnessError(f"naive worker exited: {(tmp / 'naive.log').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise HarnessError("naive worker not ready after 60 s")
+        time.sleep(0.1)
+    return proc
+
+
+# -- data -------------------------------------------------------------------------------
+
+def load_texts() -> list[str]:
+    with gzip.open(DATASET, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+@dataclass
+class Feed:
+    """Request texts: dataset samples in a shuffled cycle, unique by default (" #<n>")."""
+
+    texts: list[str]
+    unique: bool
+    base: int = 0
+    counter: int = 0
+
+    def take(self, count: int) -> list[str]:
+        out = []
+        for _ in range(count):
+            n = self.counter
+            self.counter += 1
+            text = self.texts[n % len(self.texts)]
+            out.append(f"{text} #{self.base + n}" if self.unique else text)
+        return out
+
+
+def request_bodies(prefix: str, texts: list[str]) -> list[bytes]:
+    # metadata first: the producer swaps "t":0.0 for the send time (first occurrence)
+    return [
+        json.dumps({"metadata": {"t": 0.0}, "id": f"{prefix}{i}", "text": t},
+                   ensure_ascii=False, separators=(",", ":")).encode()
+        for i, t in enumerate(texts)
+    ]
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+@dataclass
+class Watch:
+    """CPU of named process groups, and of the whole host, between two snapshots."""
+
+    groups: dict[str, list[int]]  # name -> root pids (their process trees count)
+    before: dict[str, dict[int, float]] = field(default_factory=dict)
+    host_before: tuple[float, float] = (0.0, 0.0)
+
+    def _snap(self) -> dict[str, dict[int, float]]:
+        out: dict[str, dict[int, float]] = {}
+        for name, roots in self.groups.items():
+            cpu: dict[int, float] = {}
+            for root in roots:
+                cpu.update(_proc.tree_cpu(root))
+            out[name] = cpu
+        return out
+
+    def start(self) -> None:
+        self.before = self._snap()
+        self.host_before = _proc.host_cpu()
+
+    def stop(self) -> dict[str, float]:
+        after = self._snap()
+        busy, total = _proc.host_cpu()
+        out = {}
+        for name, cpu in after.items():
+            out[name] = sum(v - self.before.get(name, {}).get(pid, 0.0) for pid, v in cpu.items())
+        out["host_busy"] = busy - self.host_before[0]
+        out["host_total"] = total - self.host_before[1]
+        return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run_phase(
+    name: str, broker_url: str, bodies: list[bytes] | None, *, rate: float,
+    connections: int, watch: Watch, timeout_s: float, send_naive: Any = None,
+    naive_texts: list[str] | None = None, prefix: str,
+) -> dict[str, Any]:
+    """Publish, collect every verdict, and measure; ``send_naive`` publishes Celery tasks."""
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    collected = ctx.Queue()
+    expected = len(bodies) if bodies is not None else len(naive_texts or [])
+    collector = ctx.Process(
+        target=collect, name=f"collect-{name}",
+        args=(broker_url, VERDICTS, "#", prefix, expected, timeout_s, 30.0, ready, collected),
+        daemon=True,
+    )
+    collector.start()
+    _mp_started.append(collector)
+    if not ready.wait(30):
+        raise HarnessError("verdict collector not ready")
+    watch.groups["collector"] = [collector.pid]
+    producer_stats: dict[str, Any] = {}
+    producer = None
+    watch.start()
+    t_start = time.monotonic()
+    if bodies is not None:
+        produced = ctx.Queue()
+        producer = ctx.Process(
+            target=produce, name=f"produce-{name}",
+            args=(broker_url, bodies, rate, connections, 2000, timeout_s, produced), daemon=True,
+        )
+        producer.start()
+        _mp_started.append(producer)
+        watch.groups["producer"] = [producer.pid]
+        producer_stats = produced.get(timeout=timeout_s + 60)
+    else:
+        t0 = time.monotonic()
+        for i, text in enumerate(naive_texts or []):
+            send_naive({"id": f"{prefix}{i}", "text": text, "metadata": {"t": time.monotonic()}})
+        producer_stats = {"sent": expected, "duration_s": time.monotonic() - t0}
+    records, collector_stats = collected.get(timeout=timeout_s + 60)
+    cpu = watch.stop()
+    t_end = time.monotonic()
+    for p in (collector, producer):
+        if p is not None:
+            p.join(10)
+            if p in _mp_started:
+                _mp_started.remove(p)
+    watch.groups.pop("collector", None)
+    watch.groups.pop("producer", None)
+    return summarise(name, expected, records, collector_stats, producer_stats, cpu,
+                     t_end - t_start)
+
+
+def summarise(
+    name: str, expected: int, records: dict[str, tuple[Any, ...]], collector_stats: dict,
+    producer_stats: dict, cpu: dict[str, float], wall: float,
+) -> dict[str, Any]:
+    got = len(records)
+    recs = list(records.values())
+    received = sorted(r[1] for r in recs)
+    sent = sorted(r[0] for r in recs if r[0] is not None)
+    latency = [(r[1] - r[0]) * 1000 for r in recs if r[0] is not None]
+    out: dict[str, Any] = {"phase": name, "expected": expected, "received": got,
+                           "lost": expected - got, **{f"collector_{k}": v
+                                                      for k, v in collector_stats.items()}}
+    if got >= 2:
+        window = received[-1] - received[0]
+        out["msg_s_first_to_last"] = (got - 1) / window if window > 0 else float("nan")
+        lo, hi = int(got * 0.10), max(int(got * 0.99) - 1, int(got * 0.10) + 1)
+        steady = received[hi] - received[lo]
+        out["msg_s_steady"] = (hi - lo) / steady if steady > 0 else float("nan")
+        out["window_s"] = window
+        if len(sent) >= 2 and sent[-1] > sent[0]:
+            out["publish_msg_s"] = (len(sent) - 1) / (sent[-1] - sent[0])
+        out["publish_s"] = producer_stats.get("duration_s")
+    out["producer"] = {k: v for k, v in producer_stats.items() if k != "first_send"}
+    if latency:
+        out["e2e_ms"] = {"p50": pct(latency, 0.5), "p95": pct(latency, 0.95),
+                         "p99": pct(latency, 0.99), "max": max(latency),
+                         "mean": statistics.fmean(latency)}
+        worker_ms = [r[7] for r in recs if r[7] is not None]
+        if worker_ms:
+            out["worker_latency_ms"] = {"p50": pct(worker_ms, 0.5), "p99": pct(worker_ms, 0.99)}
+    sources: dict[str, int] = {}
+    for r in recs:
+        sources[r[2]] = sources.get(r[2], 0) + 1
+    out["share"] = {k: v / got for k, v in sorted(sources.items())} if got else {}
+    llm = [r for r in recs if r[2] == "llm"]
+    prompt = sum(r[3] for r in recs)
+    completion = sum(r[4] for r in recs)
+    calls = sum(r[5] for r in recs)
+    cost = sum(r[6] for r in recs)
+    if got:
+        out["llm_calls_total"] = calls
+        out["llm_calls_per_msg"] = calls / got
+        out["prompt_tokens_per_msg"] = prompt / got
+        out["completion_tokens_per_msg"] = completion / got
+        out["cost_per_1k_usd"] = cost / got * 1000
+    if llm:
+        out["prompt_tokens_per_llm_msg"] = sum(r[3] for r in llm) / len(llm)
+        out["completion_tokens_per_llm_msg"] = sum(r[4] for r in llm) / len(llm)
+        out["cost_per_1k_llm_usd"] = sum(r[6] for r in llm) / len(llm) * 1000
+    out["cpu_s"] = cpu
+    if got:
+        out["worker_cpu_ms_per_msg"] = cpu.get("workers", 0.0) / got * 1000
+        out["cpu_ms_per_msg"] = {k: v / got * 1000 for k, v in cpu.items()
+                                 if k not in ("host_total",)}
+    if cpu.get("host_total"):
+        out["host_busy_cores"] = cpu["host_busy"] / cpu["host_total"] * (os.cpu_count() or 1)
+        ours = sum(v for k, v in cpu.items() if k not in ("host_busy", "host_total"))
+        out["others_busy_cores"] = (cpu["host_busy"] - ours) / cpu["host_total"] * (
+            os.cpu_count() or 1)
+    out["wall_s"] = wall
+    return out
+
+
+# -- printing ---------------------------------------------------------------------------
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def print_phase(r: dict[str, Any], latency_ms: float | None = None) -> None:
+    print(f"\n== {r['phase']} ==")
+    print(f"  messages: {r['expected']} sent, {r['received']} verdicts, {r['lost']} lost"
+          + (f" ({r.get('collector_stopped')})" if r.get("collector_stopped") else "")
+          + (f", {r['collector_duplicates']} duplicates" if r.get("collector_duplicates") else ""))
+    if "msg_s_first_to_last" in r:
+        print(f"  throughput: {_f(r['msg_s_first_to_last'])} msg/s first-to-last verdict "
+              f"({_f(r['window_s'], 2)} s), {_f(r['msg_s_steady'])} msg/s steady "
+              f"(verdicts 10%..99%); publish {_f(r.get('publish_msg_s'))} msg/s")
+    e = r.get("e2e_ms")
+    if e:
+        print(f"  end-to-end latency ms: p50 {_f(e['p50'])}  p95 {_f(e['p95'])}  "
+              f"p99 {_f(e['p99'])}  max {_f(e['max'])}")
+        if latency_ms is not None:
+            print(f"  added over the LLM's configured {latency_ms:g} ms: p50 "
+                  f"{_f(e['p50'] - latency_ms)}  p95 {_f(e['p95'] - latency_ms)}  "
+                  f"p99 {_f(e['p99'] - latency_ms)}")
+        w = r.get("worker_latency_ms")
+        if w:
+            print(f"  in-worker (receipt to verdict built) ms: p50 {_f(w['p50'])}  "
+                  f"p99 {_f(w['p99'])}")
+    if "llm_calls_per_msg" in r:
+        print(f"  LLM calls per message: {_f(r['llm_calls_per_msg'], 4)} "
+              f"({_f(r['llm_calls_total'], 0)} calls)")
+        print(f"  tokens per message: prompt {_f(r['prompt_tokens_per_msg'])}, completion "
+              f"{_f(r['completion_tokens_per_msg'])}")
+        if "prompt_tokens_per_llm_msg" in r:
+            print(f"  tokens per LLM-classified message: prompt "
+                  f"{_f(r['prompt_tokens_per_llm_msg'])}, completion "
+                  f"{_f(r['completion_tokens_per_llm_msg'])}")
+        print(f"  cost per 1,000 messages (gpt-4o-mini): ${_f(r['cost_per_1k_usd'], 4)}"
+              + (f" (per 1,000 LLM-classified: ${_f(r['cost_per_1k_llm_usd'], 4)})"
+                 if "cost_per_1k_llm_usd" in r else ""))
+    print("  decided by: " + ", ".join(f"{k} {v:.1%}" for k, v in r["share"].items()))
+    if "cpu_ms_per_msg" in r:
+        c = r["cpu_ms_per_msg"]
+        print(f"  worker CPU per message: {_f(r['worker_cpu_ms_per_msg'], 3)} ms "
+              f"({_f(r['cpu_s'].get('workers'), 2)} CPU s)")
+        print("  other CPU per message ms: " + ", ".join(
+            f"{k} {_f(v, 3)}" for k, v in c.items() if k not in ("workers", "host_busy")))
+        print(f"  host: {_f(r.get('host_busy_cores'), 2)} of {os.cpu_count()} cores busy, "
+              f"{_f(r.get('others_busy_cores'), 2)} by processes outside this benchmark")
+    if r.get("peak_rss_mb"):
+        print("  peak RSS per worker process (VmHWM) MB: "
+              + ", ".join(_f(v) for v in r["peak_rss_mb"]))
+
+
+# -- main -------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=20000, help="throughput phase size")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="publish rate of the throughput phase, msg/s (0: as fast as possible)")
+    p.add_argument("--latency-rate", type=float, default=0.0,
+                   help="rate of the latency phase (0: 50%% of the measured throughput)")
+    p.add_argument("--latency-seconds", type=float, default=20.0,
+                   help="length of the latency phase")
+    p.add_argument("--latency-ms", type=float, default=300.0, help="simulated LLM latency")
+    p.add_argument("--jitter-ms", type=float, default=50.0, help="simulated LLM jitter (+/-)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--connections", type=int, default=2, help="producer connections")
+    p.add_argument("--warmup", type=int, default=500, help="unreported warm-up messages")
+    p.add_argument("--naive-messages", type=int, default=150)
+    p.add_argument("--naive-processes", type=int, default=2)
+    p.add_argument("--allow-repeats", action="store_true",
+                   help="send the dataset texts as they are (the verdict cache will hit)")
+    p.add_argument("--redis", metavar="URL", default=None,
+                   help="give the workers a shared Redis cache (MODERATION_REDIS_URL)")
+    p.add_argument("--worker-env", metavar="KEY=VALUE", action="append", default=[],
+                   help="extra worker environment, e.g. MODERATION_BATCH_SIZE=32")
+    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-fast", action="store_true", help="only the naive design")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--keep-logs", action="store_true", help="print where the logs are")
+    p.add_argument("--json", metavar="PATH", help="write every number here as JSON")
+    args = p.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    tmp = Path(tempfile.mkdtemp(prefix="moderation-bench-"))
+    extra_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    if args.redis:
+        extra_env["MODERATION_REDIS_URL"] = args.redis
+        extra_env.setdefault("MODERATION_CACHE_TTL_S", "900")
+    texts = load_texts()
+    random.Random(3).shuffle(texts)
+    feed = Feed(texts, unique=not args.allow_repeats,
+                base=random.randrange(1, 10**6) * 10**6 if args.redis else 0)
+    results: dict[str, Any] = {
+        "config": {**{k: v for k, v in vars(args).items() if k != "json"},
+                   "cpus": os.cpu_count(), "worker_env": extra_env},
+    }
+    lost = 0
+    beam = _proc.find_pids("beam.smp")
+    try:
+        with private_vhost() as vhost:
+            broker_url = f"amqp://guest:guest@{RABBIT}/{vhost}"
+            from kombu import Connection
+
+            from worker import topology
+            from worker.settings import Settings
+
+            with Connection(broker_url) as conn:  # the contract's queues and exchanges
+                topology.declare_all(conn.default_channel, Settings(broker_url=broker_url))
+            llm_proc, llm_url = start_fake_llm(args.latency_ms, args.jitter_ms, tmp)
+            print(f"vhost {vhost}; fake LLM {llm_url} ({args.latency_ms:g} ms "
+                  f"+/- {args.jitter_ms:g}); logs in {tmp}", flush=True)
+
+            if not args.skip_fast:
+                workers = start_workers(args.workers, broker_url, llm_url, tmp, extra_env)
+                watch = Watch({"workers": [w.pid for w in workers], "fake_llm": [llm_proc.pid],
+                               "rabbitmq": beam})
+                print(f"{args.workers} worker process(es) ready: "
+                      f"{[w.pid for w in workers]}", flush=True)
+                if args.warmup:
+                    r = run_phase("warm-up", broker_url,
+                                  request_bodies("w-", feed.take(args.warmup)), rate=0,
+                                  connections=1, watch=watch, timeout_s=120, prefix="w-")
+                    if r["lost"]:
+                        raise HarnessError(f"warm-up lost {r['lost']} messages")
+                n = args.messages
+                r = run_phase("throughput", broker_url,
+                              request_bodies("tp-", feed.take(n)), rate=args.rate,
+                              connections=args.connections, watch=watch,
+                              timeout_s=max(180.0, n / 100), prefix="tp-")
+                r["peak_rss_mb"] = [_proc.peak_rss_mb(w.pid) for w in workers]
+                r["rss_mb"] = [_proc.rss_mb(w.pid) for w in workers]
+                results["throughput"] = r
+                lost += r["lost"]
+                print_phase(r)
+                if not args.skip_latency:
+                    rate = args.latency_rate or 0.5 * r.get("msg_s_steady", 0.0)
+                    count = max(int(rate * args.latency_seconds), 100)
+                    r = run_phase(f"latency at {rate:,.0f} msg/s", broker_url,
+                                  request_bodies("lat-", feed.take(count)), rate=rate,
+                                  connections=1, watch=watch,
+                                  timeout_s=args.latency_seconds + 120, prefix="lat-")
+                    r["rate"] = rate
+                    r["peak_rss_mb"] = [_proc.peak_rss_mb(w.pid) for w in workers]
+                    e = r.get("e2e_ms") or {}
+                    r["added_ms"] = {k: v - args.latency_ms for k, v in e.items()}
+                    results["latency"] = r
+                    lost += r["lost"]
+                    print_phase(r, latency_ms=args.latency_ms)
+                results["queues_after"] = queue_depths(
+                    broker_url, ["moderation.requests", "moderation.dead",
+                                 "moderation.verdicts.unrouted"])
+                for w in workers:
+                    _stop(w)
+
+            if not args.skip_naive:
+                naive = start_naive(broker_url, llm_url, tmp, args.naive_processes)
+                os.environ["BENCH_BROKER_URL"] = broker_url
+                from bench.naive import TASK_NAME, TASK_QUEUE, naive_app
+
+                def send(request: dict[str, Any]) -> None:
+                    naive_app.send_task(TASK_NAME, args=[request], queue=TASK_QUEUE)
+
+                watch = Watch({"workers": [naive.pid], "fake_llm": [llm_proc.pid],
+                               "rabbitmq": beam})
+                run_phase("naive warm-up", broker_url, None, rate=0, connections=1,
+                          watch=watch, timeout_s=60, send_naive=send,
+                          naive_texts=feed.take(4), prefix="nw-")
+                n = args.naive_messages
+                r = run_phase("naive", broker_url, None, rate=0, connections=1, watch=watch,
+                              timeout_s=n + 60, send_naive=send,
+                              naive_texts=feed.take(n), prefix="nv-")
+                r["peak_rss_mb"] = [_proc.peak_rss_mb(pid) for pid in _proc.tree(naive.pid)]
+                results["naive"] = r
+                lost += r["lost"]
+                print_phase(r)
+                with contextlib.suppress(Exception):
+                    naive_app.close()
+                _stop(naive)
+            _stop(llm_proc)
+    except KeyboardInterrupt:
+        print("\ninterrupted: cleaning up", file=sys.stderr)
+        _cleanup()
+        return 130
+    except HarnessError as exc:
+        print(f"\nharness error: {exc}", file=sys.stderr)
+        _cleanup()
+        return 2
+    finally:
+        _cleanup()
+
+    verdicts = report(results, args)
+    results["targets"] = verdicts
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    if args.keep_logs:
+        print(f"logs: {tmp}")
+    if lost:
+        print(f"\nFAIL: {lost} message(s) got no verdict", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    tp, lat, naive = results.get("throughput"), results.get("latency"), results.get("naive")
+    rows: dict[str, Any] = {}
+
+    def row(name: str, value: float | None, target: str, ok: bool | None) -> None:
+        rows[name] = {"value": value, "target": target, "met": ok}
+
+    if tp:
+        v = tp.get("msg_s_steady")
+        row("throughput msg/s (steady)", v, f">= {TARGET_MSG_S:,.0f}",
+            v is not None and v >= TARGET_MSG_S)
+        v = tp.get("worker_cpu_ms_per_msg")
+        row("worker CPU ms/msg", v, f"<= {TARGET_CPU_MS}", v is not None and v <= TARGET_CPU_MS)
+        peaks = [x for x in tp.get("peak_rss_mb", []) if x is not None]
+        v = max(peaks) if peaks else None
+        row("peak RSS MB per worker", v, f"<= {TARGET_RSS_MB:.0f}",
+            v is not None and v <= TARGET_RSS_MB)
+    if tp and naive and naive.get("msg_s_first_to_last"):
+        v = tp["msg_s_steady"] / naive["msg_s_first_to_last"]
+        row("speed-up over naive (x)", v, f">= {TARGET_SPEEDUP:.0f}", v >= TARGET_SPEEDUP)
+    if tp and naive and tp.get("prompt_tokens_per_llm_msg") and naive.get("prompt_tokens_per_msg"):
+        v = tp["prompt_tokens_per_llm_msg"] / naive["prompt_tokens_per_msg"]
+        row("prompt tokens vs naive (ratio)", v, "<= 0.333", v <= TARGET_PROMPT_RATIO)
+    if lat and lat.get("added_ms"):
+        v = lat["added_ms"]["p99"]
+        row(f"added latency p99 ms at {lat['rate']:,.0f} msg/s", v,
+            f"<= {TARGET_ADDED_P99_MS:.0f}", v <= TARGET_ADDED_P99_MS)
+    if naive and naive.get("prompt_tokens_per_msg") and tp:
+        print(f"\nnaive: {_f(naive.get('msg_s_first_to_last'))} msg/s, "
+              f"{_f(naive['prompt_tokens_per_msg'])} prompt tokens/msg, "
+              f"${_f(naive.get('cost_per_1k_usd'), 4)} per 1,000; this worker: "
+              f"{_f(tp.get('msg_s_steady'))} msg/s, "
+              f"{_f(tp.get('prompt_tokens_per_llm_msg'))} prompt tokens per LLM message, "
+              f"${_f(tp.get('cost_per_1k_usd'), 4)} per 1,000")
+    if rows:
+        print("\n== targets (issue 3) ==")
+        for name, r in rows.items():
+            mark = "met" if r["met"] else "MISSED"
+            print(f"  {name:<44} {_f(r['value'], 3):>10}  target {r['target']:<10} {mark}")
+    if results.get("queues_after"):
+        print(f"  queues after the run: {results['queues_after']}")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""``python -m worker eval``: how good is the pipeline on a labelled set, and at what cost.
+
+Reads the samples-1680 JSONL format (``prompt`` plus category codes, a missing label
+meaning unknown) or a CSV with ``text`` and ``label`` columns (0/1, or category names
+separated by ``|``). Runs the configured pipeline in-process (the LLM stage only when
+one is configured, or never with ``--rules-only``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.models import CATEGORIES, Source, Verdict
+from worker.pipeline import DeadLetter, Pipeline
+from worker.validate import Envelope
+
+CODES = {"S": "sexual", "H": "hate", "V": "violence", "HR": "harassment", "SH": "self-harm",
+         "S3": "sexual/minors", "H2": "hate/threatening", "V2": "violence/graphic"}
+
+
+@dataclass(slots=True)
+class Sample:
+    text: str
+    labels: dict[str, bool | None]  # category -> label; None = unknown
+
+    @property
+    def any(self) -> bool | None:
+        values = list(self.labels.values())
+        if any(v is True for v in values):
+            return True
+        return False if values and all(v is False for v in values) else None
+
+
+def load(path: Path) -> list[Sample]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [_csv_row(row) for row in csv.DictReader(handle)]
+    opener = gzip.open if path.suffix == ".gz" else open
+    samples = []
+    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        for line in handle:
+            row = json.loads(line)
+            labels = {CODES[code]: (None if row.get(code) is None else bool(row[code]))
+                      for code in CODES}
+            samples.append(Sample(row["prompt"], labels))
+    return samples
+
+
+def _csv_row(row: dict[str, str]) -> Sample:
+    label = (row.get("label") or "").strip()
+    if label in ("0", "1", "true", "false"):
+        flagged = label in ("1", "true")
+        return Sample(row["text"], {"any": flagged})
+    names = {n.strip() for n in label.split("|") if n.strip()}
+    return Sample(row["text"], {c: c in names for c in CATEGORIES})
+
+
+def _prf(pairs: list[tuple[bool, bool]]) -> dict[str, float | int | None]:
+    tp = sum(1 for p, y in pairs if p and y)
+    fp = sum(1 for p, y in pairs if p and not y)
+    fn = sum(1 for p, y in pairs if not p and y)
+    tn = sum(1 for p, y in pairs if not p and not y)
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision and recall else (0.0 if precision is not None and recall is not None
+                                        else None))
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "fpr": fp / (fp + tn) if fp + tn else None, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def average_precision(scored: list[tuple[float, bool]]) -> float | None:
+    """Area under the precision-recall curve (average precision, ties broken pessimistically)."""
+    positives = sum(1 for _, y in scored if y)
+    if not positives:
+        return None
+    ordered = sorted(scored, key=lambda item: (-item[0], item[1]))
+    hits = 0
+    total = 0.0
+    for rank, (_, label) in enumerate(ordered, 1):
+        if label:
+            hits += 1
+            total += hits / rank
+    return total / positives
+
+
+def _predicted(verdict: Verdict) -> bool:
+    """Flagged by a stage that decided; a fallback (not classified) is not a prediction."""
+    return verdict.flagged and verdict.source is not Source.FALLBACK
+
+
+def evaluate(pipeline: Pipeline, samples: list[Sample]) -> dict[str, Any]:
+    envelopes = [Envelope(json.dumps({"id": str(n), "text": s.text}).encode())
+                 for n, s in enumerate(samples)]
+    outcomes = pipeline.run(envelopes)
+    verdicts = [o for o in outcomes if isinstance(o, Verdict)]
+    dead = sum(1 for o in outcomes if isinstance(o, DeadLetter))
+    pairs = [(s, o) for s, o in zip(samples, outcomes, strict=True) if isinstance(o, Verdict)]
+    scored = [v.source in (Source.LLM, Source.CACHE) for v in verdicts]
+    report: dict[str, Any] = {"messages": len(samples), "dead_letters": dead}
+    known = [(s, v) for s, v in pairs if s.any is not None]
+    report["overall"] = _prf([(_predicted(v), bool(s.any)) for s, v in known])
+    if any(scored):
+        report["overall"]["auprc"] = average_precision(
+            [(max(v.category_scores.values()), bool(s.any)) for s, v in known
+             if v.source in (Source.LLM, Source.CACHE)])
+    per_category: dict[str, Any] = {}
+    for category in CATEGORIES:
+        rows = [(s, v) for s, v in pairs if s.labels.get(category) is not None]
+        if not rows:
+            continue
+        entry = _prf([(v.categories[category] and v.source is not Source.FALLBACK,
+                       bool(s.labels[category])) for s, v in rows])
+        if any(scored):
+            entry["auprc"] = average_precision(
+                [(v.category_scores[category], bool(s.labels[category])) for s, v in rows
+                 if v.source in (Source.LLM, Source.CACHE)])
+        per_category[category] = entry
+    report["per_category"] = per_category
+    rule_blocks = [(s, v) for s, v in pairs if v.source is Source.RULES and v.action == "block"]
+    judged = [(s, v) for s, v in rule_blocks if s.any is not None]
+    report["rules_block"] = {
+        "count": len(rule_blocks), "judged": len(judged),
+        "precision": (sum(1 for s, _ in judged if s.any) / len(judged)) if judged else None,
+    }
+    total = len(verdicts) or 1
+    report["decided_by"] = {src.value: sum(1 for v in verdicts if v.source is src) / total
+                            for src in Source}
+    calls = sum(v.usage.llm_calls for v in verdicts)
+    report["llm_calls_per_1000"] = 1000 * calls / total
+    report["cost_usd_per_1000"] = 1000 * sum(v.cost_usd for v in verdicts) / total
+    latencies = sorted(v.latency_ms for v in verdicts) or [0.0]
+    report["latency_ms"] = {
+        "p50": statistics.median(latencies),
+        "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+    }
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    def fmt(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = [f"messages: {report['messages']}  dead letters: {report['dead_letters']}"]
+    header = f"{'category':24s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'fpr':>6s} {'auprc':>6s}"
+    lines.append(header)
+    for name, entry in [("ANY (overall)", report["overall"]), *report["per_category"].items()]:
+        lines.append(f"{name:24s} " + " ".join(
+            f"{fmt(entry.get(k)):>6s}" for k in ("precision", "recall", "f1", "fpr", "auprc")))
+    rb = report["rules_block"]
+    lines.append(f"rules block decisions: {rb['count']} ({rb['judged']} with labels), "
+                 f"precision {fmt(rb['precision'])}")
+    lines.append("decided by: " + ", ".join(f"{k} {v:.1%}" for k, v in report["decided_by"].items()))
+    lines.append(f"LLM calls per 1,000 messages: {report['llm_calls_per_1000']:.1f}; "
+                 f"cost per 1,000: ${report['cost_usd_per_1000']:.4f}")
+    lines.append(f"latency p50 {report['latency_ms']['p50']:.2f} ms, "
+                 f"p95 {report['latency_ms']['p95']:.2f} ms")
+    return "\n".join(lines)
