@@ -99,3 +99,32 @@ def test_without_llm_undecided_messages_get_the_fallback(start_worker, client):
         got = {v.id: v for v in verdicts.drain(2, timeout=30)}
     assert got["u1"].source == "fallback" and got["u1"].action == "review"
     assert got["k1"].source == "rules" and got["k1"].action == "block"
+
+
+def test_metrics_and_health(start_worker, client, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = start_worker(MODERATION_METRICS_PORT=str(port))
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "m1", "text": "kys"})
+        client.publish({"id": "m2", "text": "a perfectly fine message"})
+        client.publish_raw(b"{broken")
+        verdicts.drain(2, timeout=30)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'moderation_verdicts_total{action="block",source="rules"} 1.0' in text
+    assert 'moderation_dead_letters_total{reason="invalid_json"} 1.0' in text
+    assert 'moderation_llm_calls_total{outcome="ok"}' in text
+    assert 'moderation_stage_seconds_count{stage="end_to_end"}' in text
+    health = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
+                            env={**worker.env, "MODERATION_HEALTH_FILE": str(worker.health)})
+    assert health.returncode == 0
+    worker.stop()
+    missing = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
+                             env={**worker.env, "MODERATION_HEALTH_FILE": str(tmp_path / "no")})
+    assert missing.returncode == 1

@@ -28,7 +28,7 @@ from celery import bootsteps
 from celery.worker import state as worker_state
 from kombu import Consumer
 
-from worker import topology
+from worker import metrics, topology
 from worker.models import Verdict
 from worker.pipeline import DeadLetter, Pending, Pipeline, build_pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
@@ -84,6 +84,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         super().start(c)
         self._touch_health()
         if self._heartbeat is None:
+            metrics.serve(self.settings.metrics_port)
             self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
         log.info("moderation_consumer_started", queue=self.settings.requests_queue,
                  llm=self.pipeline.classifier is not None, policy=self.pipeline.policies.path.name)
@@ -118,6 +119,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
     def _on_message(self, message: Any) -> None:
         with self._inflight_lock:
             self._inflight += 1
+        metrics.INFLIGHT.inc()
         try:
             self._accept(message)
         except Exception:  # never let one message break the loop; the delivery limit
@@ -179,6 +181,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
                     log.warning("settle_failed", error=type(exc).__name__)
             with self._inflight_lock:
                 self._inflight -= len(messages)
+            metrics.INFLIGHT.dec(len(messages))
 
     # -- pool and publisher threads -----------------------------------------------------
 
@@ -187,24 +190,40 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             verdicts = self.pipeline.complete([pending for pending, _ in batch])
         except Exception:
             log.exception("batch_failed", size=len(batch))
+            metrics.ERRORS.labels("batch").inc()
             self._settle([message for _, message in batch], ok=False)
             return
         self._publish(list(zip(verdicts, (m for _, m in batch), strict=True)))
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
         out: list[OutMessage] = []
+        latencies: list[float] = []
         for outcome, _ in outcomes:
             if isinstance(outcome, DeadLetter):
                 log.warning("dead_letter", reason=outcome.reason.value, detail=outcome.detail,
                             message_id=outcome.request_id)
+                metrics.DEAD_LETTERS.labels(outcome.reason.value).inc()
                 out.append(dead_letter_message(outcome, self.settings, self.hostname))
             else:
                 log.debug("verdict", message_id=outcome.id, tenant=outcome.tenant,
                           action=outcome.action.value, source=outcome.source.value,
                           latency_ms=outcome.latency_ms)
+                metrics.VERDICTS.labels(outcome.action.value, outcome.source.value).inc()
+                latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))
         messages = [m for _, m in outcomes]
-        self.publisher.submit(out, lambda ok: self._settle(messages, ok))
+        started = time.monotonic()
+
+        def done(ok: bool) -> None:
+            publish_s = time.monotonic() - started
+            metrics.STAGE_SECONDS.labels("publish").observe(publish_s)
+            for latency in latencies:
+                metrics.STAGE_SECONDS.labels("end_to_end").observe(latency + publish_s)
+            if not ok:
+                metrics.ERRORS.labels("publish").inc()
+            self._settle(messages, ok)
+
+        self.publisher.submit(out, done)
 
     def _settle(self, messages: list[Any], ok: bool) -> None:
         self._settled.put((messages, ok))

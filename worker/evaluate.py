@@ -156,7 +156,8 @@ def render(report: dict[str, Any]) -> str:
     rb = report["rules_block"]
     lines.append(f"rules block decisions: {rb['count']} ({rb['judged']} with labels), "
                  f"precision {fmt(rb['precision'])}")
-    lines.append("decided by: " + ", ".join(f"{k} {v:.1%}" for k, v in report["decided_by"].items()))
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in report["decided_by"].items())
+    lines.append(f"decided by: {shares}")
     lines.append(f"LLM calls per 1,000 messages: {report['llm_calls_per_1000']:.1f}; "
                  f"cost per 1,000: ${report['cost_usd_per_1000']:.4f}")
     lines.append(f"latency p50 {report['latency_ms']['p50']:.2f} ms, "

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from worker import metrics
 from worker._prompt import truncate
 from worker.cache import CachedScores, ScoreCache, cache_key
 from worker.classify import Classifier
@@ -106,9 +107,12 @@ class Pipeline:
             return self._prepare_valid(envelope, request, received)
         except Exception as exc:  # a bug must not lose the message: dead-letter it
             log.exception("prepare_failed", message_id=request.id)
+            metrics.ERRORS.labels("prepare").inc()
             return DeadLetter(
                 envelope, DeadReason.INTERNAL_ERROR, f"{type(exc).__name__}", request.id
             )
+        finally:
+            metrics.STAGE_SECONDS.labels("prepare").observe(time.monotonic() - received)
 
     def _prepare_valid(
         self, envelope: Envelope, request: ModerationRequest, received: float
@@ -125,6 +129,7 @@ class Pipeline:
             self.model or "none", self._prompt_version, text_views[0], request.context
         )
         hit = self.cache.get_local(key)
+        metrics.CACHE.labels("hit_local" if hit is not None else "miss_local").inc()
         pending_text, truncated = (
             truncate(request.text, self.settings.token_budget)
             if self.classifier
@@ -145,7 +150,10 @@ class Pipeline:
         """Shared cache, then one LLM call for the distinct texts nobody is already asking."""
         if not batch:
             return []
+        started = time.monotonic()
         hits = self.cache.get_many([p.key for p in batch])
+        metrics.STAGE_SECONDS.labels("cache").observe(time.monotonic() - started)
+        metrics.CACHE.labels("hit_shared").inc(len(hits))
         verdicts: dict[int, Verdict] = {}
         mine: dict[str, list[int]] = {}
         theirs: list[tuple[int, Future[tuple[float, ...] | None]]] = []
@@ -195,8 +203,16 @@ class Pipeline:
         items = [
             (batch[mine[k][0]].llm_text, batch[mine[k][0]].request.context) for k in keys
         ]
+        started = time.monotonic()
         result = self.classifier.classify(items)
+        metrics.STAGE_SECONDS.labels("llm").observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.observe(len(items))
         usage = result.usage
+        failed = sum(1 for s in result.scores if s is None)
+        metrics.LLM_CALLS.labels("ok" if not failed else "failed_items").inc(max(usage.calls, 1))
+        metrics.LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens)
+        metrics.LLM_TOKENS.labels("completion").inc(usage.completion_tokens)
+        metrics.LLM_TOKENS.labels("cached").inc(usage.cached_tokens)
         n = len(batch)  # every message in the call shares its cost
         share = Usage(
             prompt_tokens=round(usage.prompt_tokens / n),
@@ -204,7 +220,11 @@ class Pipeline:
             cached_tokens=round(usage.cached_tokens / n),
             llm_calls=usage.calls / n,
         )
-        cost = self.cost_usd(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens) / n
+        total_cost = self.cost_usd(
+            usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        )
+        metrics.LLM_COST.inc(total_cost)
+        cost = total_cost / n
         fresh: dict[str, CachedScores] = {}
         verdicts: dict[int, Verdict] = {}
         for key, scores, error in zip(keys, result.scores, result.errors, strict=True):

@@ -1,0 +1,41 @@
+"""Prometheus metrics: one place that names them all (the README lists them with PromQL).
+
+The stages call these directly; with no metrics port the objects still count, nobody
+scrapes them, and the cost is a few hundred nanoseconds per message.
+"""
+
+from __future__ import annotations
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = structlog.get_logger("worker.metrics")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                    5, 10, 30)
+
+VERDICTS = Counter("moderation_verdicts", "Verdicts published", ["action", "source"])
+DEAD_LETTERS = Counter("moderation_dead_letters", "Messages dead-lettered", ["reason"])
+STAGE_SECONDS = Histogram(
+    "moderation_stage_seconds", "Time spent per stage", ["stage"], buckets=_LATENCY_BUCKETS
+)
+LLM_CALLS = Counter("moderation_llm_calls", "LLM calls by outcome", ["outcome"])
+LLM_TOKENS = Counter("moderation_llm_tokens", "LLM tokens", ["kind"])
+LLM_COST = Counter("moderation_llm_cost_usd", "LLM cost in USD")
+CACHE = Counter("moderation_cache_lookups", "Score cache lookups", ["result"])
+BATCH_SIZE = Histogram(
+    "moderation_llm_batch_size", "Messages per LLM call", buckets=(1, 2, 4, 8, 12, 16, 24, 32)
+)
+ERRORS = Counter("moderation_errors", "Errors by kind", ["kind"])
+INFLIGHT = Gauge("moderation_inflight_messages", "Requests received and not yet acked")
+
+
+def serve(port: int | None) -> None:
+    """Expose /metrics on ``port`` (None or 0: off). A taken port is logged, not fatal."""
+    if not port:
+        return
+    try:
+        start_http_server(port)
+        log.info("metrics_serving", port=port)
+    except OSError as exc:
+        log.warning("metrics_port_unavailable", port=port, error=str(exc))
