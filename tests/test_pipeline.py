@@ -73,3 +73,22 @@ def test_injection_cannot_lower_the_action(make_pipeline, fake_llm):
 def test_bad_input_is_a_dead_letter_not_an_exception(make_pipeline):
     [dead] = make_pipeline().run([Envelope(b"{oops")])
     assert isinstance(dead, DeadLetter) and dead.reason == "invalid_json"
+
+
+def test_redis_cache_is_shared_between_pods(make_pipeline, fake_llm):
+    import uuid
+
+    text = f"a message seen by two pods {uuid.uuid4().hex}"
+    pod_a = make_pipeline(redis_url="redis://127.0.0.1:6379/0")
+    pod_b = make_pipeline(redis_url="redis://127.0.0.1:6379/0")
+    [first] = pod_a.run([env(id="1", text=text)])
+    [second] = pod_b.run([env(id="1", text=text)])
+    assert (first.source, second.source) == (Source.LLM, Source.CACHE)
+    assert second.category_scores == first.category_scores  # a redelivery gets the same verdict
+    assert fake_llm.state.requests == 1
+
+
+def test_a_redis_outage_is_a_cache_miss_not_a_failure(make_pipeline, fake_llm):
+    pipeline = make_pipeline(redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    [verdict] = pipeline.run([env(id="1", text="still moderated without redis")])
+    assert verdict.source == Source.LLM

@@ -213,6 +213,12 @@ class Pipeline:
         metrics.LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens)
         metrics.LLM_TOKENS.labels("completion").inc(usage.completion_tokens)
         metrics.LLM_TOKENS.labels("cached").inc(usage.cached_tokens)
+        log.info(
+            "llm_batch", messages=len(batch), distinct=len(items), calls=usage.calls,
+            failed=failed, llm_ms=round((time.monotonic() - started) * 1000, 1),
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            message_ids=[p.request.id for p in batch][:32],
+        )
         n = len(batch)  # every message in the call shares its cost
         share = Usage(
             prompt_tokens=round(usage.prompt_tokens / n),
