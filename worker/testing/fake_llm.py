@@ -221,6 +221,7 @@ class FakeLLM:
     """Start on a free loopback port; ``base_url`` is what OPENAI_BASE_URL should be."""
 
     def __init__(self, port: int = 0, **state: Any) -> None:
+        _count_tokens("warm up the tokenizer now, not inside the first request")
         self.state = FakeLLMState(**state)
         self._server = _Server(("127.0.0.1", port), self.state)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
