@@ -28,7 +28,8 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g
 _LEET_L = str.maketrans({"1": "l", "!": "l", "|": "l"})
 # Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
 # numbers ("2024", "$5") stay as they are; a trailing "!" ("you!!") stays punctuation.
-_LEET_RUN = re.compile(r"[0-9@$!|+]+(?=[a-z])|(?<=[a-z])[0-9@$|+]+")
+_LEET_BEFORE = re.compile(r"[0-9@$!|+]+(?=[a-z])")
+_LEET_AFTER = re.compile(r"([a-z])([0-9@$|+]+)")  # two passes: each starts with a class
 _AMBIGUOUS = re.compile(r"[1!|]")
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
@@ -88,6 +89,12 @@ def _char_table() -> dict[int, str | None]:
     return table
 
 
+def warm_up() -> None:
+    """Build the lookup table now (about a second), not inside the first message."""
+    _char_table()
+    _triples()
+
+
 def _fold(text: str) -> str:
     """The per-character part: NFKD, casefold, drop marks and invisibles, homoglyphs."""
     if text.isascii():
@@ -124,6 +131,18 @@ def _leet(match: re.Match[str]) -> str:
     return match.group().translate(_LEET)
 
 
+def _leet_after(match: re.Match[str]) -> str:
+    return match.group(1) + match.group(2).translate(_LEET)
+
+
+def _leet_l(match: re.Match[str]) -> str:
+    return match.group().translate(_LEET_L).translate(_LEET)
+
+
+def _leet_after_l(match: re.Match[str]) -> str:
+    return match.group(1) + match.group(2).translate(_LEET_L).translate(_LEET)
+
+
 def _unspace(match: re.Match[str]) -> str:
     return _SEPARATORS.sub("", match.group())
 
@@ -135,10 +154,20 @@ def _squeeze_to(keep: int) -> Callable[[re.Match[str]], str]:
 _SQUEEZES = (_squeeze_to(1), _squeeze_to(2))
 
 
+def squeezes(view: str) -> list[str]:
+    """Variants of a view with long repeats cut to one and to two letters ("fuuuck")."""
+    return [_LONG_RUN.sub(squeeze, view) for squeeze in _SQUEEZES]
+
+
+# Every run of three identical letters; the rules engine adds these to its automaton so
+# one pass both matches the policy and tells whether squeezed views are needed.
+LONG_RUN_SEEDS = tuple(letter * 3 for letter in "abcdefghijklmnopqrstuvwxyz")
+
+
 # -- the fast path -------------------------------------------------------------------------
 
 
-def _core_views(text: str) -> list[str]:
+def _core_views(text: str, squeeze: bool = True) -> list[str]:
     folded = _fold(text)
     variants = [folded]
     if _SPACED_HINT.search(folded) is not None:
@@ -147,13 +176,14 @@ def _core_views(text: str) -> list[str]:
             variants.append(unspaced)
     out: list[str] = []
     for variant in variants:
-        out.append(_words(_LEET_RUN.sub(_leet, variant)))
+        out.append(_words(_LEET_AFTER.sub(_leet_after, _LEET_BEFORE.sub(_leet, variant))))
         if _AMBIGUOUS.search(variant) is not None:
-            as_l = _LEET_RUN.sub(lambda m: m.group().translate(_LEET_L).translate(_LEET), variant)
+            as_l = _LEET_AFTER.sub(_leet_after_l, _LEET_BEFORE.sub(_leet_l, variant))
             out.append(_words(as_l))
-    for view in out[:]:
-        if _has_long_run(view):
-            out.extend(_LONG_RUN.sub(squeeze, view) for squeeze in _SQUEEZES)
+    if squeeze:
+        for view in out[:]:
+            if _has_long_run(view):
+                out.extend(squeezes(view))
     return _unique(out)
 
 
@@ -165,16 +195,16 @@ def _unreversed(text: str) -> str:
     return _RLO_SEGMENT.sub(lambda m: "\u202e" + m.group(1)[::-1], text)
 
 
-def views(text: str) -> list[str]:
+def views(text: str, squeeze: bool = True) -> list[str]:
     """Canonical forms of ``text``: the plain one first, then any evasion-undoing variants.
 
     Variants exist only when the text has spaced-out letters ("k y s"), ambiguous leet
     ("k!ll"), long repeats ("fuuuck") or right-to-left overrides, so ordinary text costs
     one view.
     """
-    out = _core_views(text)
+    out = _core_views(text, squeeze)
     if "\u202e" in text:
-        out = _unique(out + _core_views(_unreversed(text)))
+        out = _unique(out + _core_views(_unreversed(text), squeeze))
     return out
 
 
@@ -275,9 +305,10 @@ def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Ca
             variants.append(unspaced)
     out: list[Canonical] = []
     for variant in variants:
-        out.append(_words_tracked(variant.sub(_LEET_RUN, _leet), length))
+        leet = variant.sub(_LEET_BEFORE, _leet).sub(_LEET_AFTER, _leet_after)
+        out.append(_words_tracked(leet, length))
         if _AMBIGUOUS.search(variant.chars) is not None:
-            as_l = variant.sub(_LEET_RUN, lambda m: m.group().translate(_LEET_L).translate(_LEET))
+            as_l = variant.sub(_LEET_BEFORE, _leet_l).sub(_LEET_AFTER, _leet_after_l)
             out.append(_words_tracked(as_l, length))
     for view in out[:]:
         if _has_long_run(view.text):

@@ -119,7 +119,7 @@ class Pipeline:
     ) -> Verdict | Pending:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
-        text_views = views(request.text)
+        text_views = views(request.text, squeeze=False)  # the rules squeeze on demand
         rules = tenant.engine.match(request.text, text_views)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
