@@ -28,9 +28,8 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g
 _LEET_L = str.maketrans({"1": "l", "!": "l", "|": "l"})
 # Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
 # numbers ("2024", "$5") stay as they are; a trailing "!" ("you!!") stays punctuation.
-_LEET_BEFORE = re.compile(r"[0-9@$!|+]+(?=[a-z])")
-_LEET_AFTER = re.compile(r"([a-z])([0-9@$|+]+)")  # two passes: each starts with a class
-_AMBIGUOUS = re.compile(r"[1!|]")
+_LEET_RUN = re.compile(r"[0-9@$!|+]+")  # a class first: re scans for it at C speed
+_AMBIGUOUS = re.compile(r"[a-z][1!|]+[a-z]|(?<![a-z0-9])[1!|]+[a-z]")  # "k1ll", "|ick"
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
 _LETTERISH = r"[a-z0-9@$!+]"
@@ -91,20 +90,25 @@ def _char_table() -> dict[int, str | None]:
 
 def warm_up() -> None:
     """Build the lookup table now (about a second), not inside the first message."""
-    _char_table()
+    _TABLE.update(_char_table())
     _triples()
+
+
+_TABLE: dict[int, str | None] = {}
 
 
 def _fold(text: str) -> str:
     """The per-character part: NFKD, casefold, drop marks and invisibles, homoglyphs."""
     if text.isascii():
         return text.encode().translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
+    if not _TABLE:
+        warm_up()
     return _SPECIAL.sub(_map_char, unicodedata.normalize("NFKD", text).casefold())
 
 
 def _map_char(match: re.Match[str]) -> str:
     char = match.group()
-    return _char_table().get(ord(char), char) or ""
+    return _TABLE.get(ord(char), char) or ""
 
 
 @lru_cache(maxsize=1)
@@ -127,20 +131,23 @@ def _words(folded: str) -> str:
     return " " + " ".join(_NOT_WORD.sub(" ", folded).split()) + " "
 
 
-def _leet(match: re.Match[str]) -> str:
-    return match.group().translate(_LEET)
+def _leet_with(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        run, text, end = match.group(), match.string, match.end()
+        if end < len(text) and "a" <= text[end] <= "z":
+            return run.translate(table)  # before a letter: all of it ("k1ll", "@ss")
+        start = match.start()
+        if start and "a" <= text[start - 1] <= "z":
+            # after a letter: up to a "!" ("wr!$t$" -> "wrists", but "you!!" stays)
+            head = next((i for i, c in enumerate(run) if c == "!"), len(run))
+            return run[:head].translate(table) + run[head:]
+        return run
+
+    return replace
 
 
-def _leet_after(match: re.Match[str]) -> str:
-    return match.group(1) + match.group(2).translate(_LEET)
-
-
-def _leet_l(match: re.Match[str]) -> str:
-    return match.group().translate(_LEET_L).translate(_LEET)
-
-
-def _leet_after_l(match: re.Match[str]) -> str:
-    return match.group(1) + match.group(2).translate(_LEET_L).translate(_LEET)
+_leet = _leet_with(_LEET)
+_leet_l = _leet_with({**_LEET, **_LEET_L})
 
 
 def _unspace(match: re.Match[str]) -> str:
@@ -176,10 +183,9 @@ def _core_views(text: str, squeeze: bool = True) -> list[str]:
             variants.append(unspaced)
     out: list[str] = []
     for variant in variants:
-        out.append(_words(_LEET_AFTER.sub(_leet_after, _LEET_BEFORE.sub(_leet, variant))))
+        out.append(_words(_LEET_RUN.sub(_leet, variant)))
         if _AMBIGUOUS.search(variant) is not None:
-            as_l = _LEET_AFTER.sub(_leet_after_l, _LEET_BEFORE.sub(_leet_l, variant))
-            out.append(_words(as_l))
+            out.append(_words(_LEET_RUN.sub(_leet_l, variant)))
     if squeeze:
         for view in out[:]:
             if _has_long_run(view):
@@ -305,11 +311,9 @@ def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Ca
             variants.append(unspaced)
     out: list[Canonical] = []
     for variant in variants:
-        leet = variant.sub(_LEET_BEFORE, _leet).sub(_LEET_AFTER, _leet_after)
-        out.append(_words_tracked(leet, length))
+        out.append(_words_tracked(variant.sub(_LEET_RUN, _leet), length))
         if _AMBIGUOUS.search(variant.chars) is not None:
-            as_l = variant.sub(_LEET_BEFORE, _leet_l).sub(_LEET_AFTER, _leet_after_l)
-            out.append(_words_tracked(as_l, length))
+            out.append(_words_tracked(variant.sub(_LEET_RUN, _leet_l), length))
     for view in out[:]:
         if _has_long_run(view.text):
             tracked = _Tracked(view.text, view.origin)

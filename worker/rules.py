@@ -10,7 +10,10 @@ pattern " kill you " can only match whole words.
 from __future__ import annotations
 
 import re
+import re._constants as _sre
+import re._parser as _sre_parse
 from dataclasses import dataclass, field
+from itertools import product
 
 import ahocorasick
 
@@ -29,6 +32,64 @@ from worker.normalise import (
 _ALLOW = -1  # rule index marking an allowlist phrase
 _DEFER = -2  # rule index marking a reported-speech phrase
 _LONG_RUN = -3  # a letter three times in a row: squeezed views are worth a look
+_ANCHOR = -10  # _ANCHOR - n: a literal that regex n cannot match without
+_MAX_EXPANSION = 200
+
+
+def _expand(items: list[tuple[object, object]]) -> set[str] | None:
+    """Every string a literal-only regex fragment can match, or None if not finite/small."""
+    result = {""}
+    for op, av in items:
+        options: set[str] | None
+        if op is _sre.LITERAL:
+            options = {chr(av)}  # type: ignore[arg-type]
+        elif op is _sre.SUBPATTERN:
+            options = _expand(list(av[-1]))  # type: ignore[index]
+        elif op is _sre.BRANCH:
+            options = set()
+            for branch in av[1]:  # type: ignore[index]
+                expanded = _expand(list(branch))
+                if expanded is None:
+                    return None
+                options |= expanded
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            low, high, inner = av  # type: ignore[misc]
+            once = _expand(list(inner))
+            if once is None or high > 2:
+                return None
+            options = set()
+            for count in range(low, high + 1):
+                options |= {"".join(p) for p in product(once, repeat=count)}
+        else:
+            return None
+        if options is None:
+            return None
+        result = {a + b for a, b in product(result, options)}
+        if len(result) > _MAX_EXPANSION:
+            return None
+    return result
+
+
+def regex_anchors(pattern: str) -> list[str] | None:
+    """Literals of which a match must contain one (the rarest-looking required part).
+
+    The automaton looks for them in its one pass, so a regex runs only on the few texts
+    that could match it. None: no usable anchor, the regex always runs.
+    """
+    items = list(_sre_parse.parse(pattern))
+    best: set[str] | None = None
+    for start in range(len(items)):
+        for end in range(start + 1, len(items) + 1):
+            expanded = _expand(items[start:end])
+            if expanded is None:
+                break
+            if "" in expanded:
+                continue
+            if best is None or min(map(len, expanded)) > min(map(len, best)):
+                best = expanded
+    if best is None or min(map(len, best)) < 3:
+        return None
+    return sorted({anchor.lower() for anchor in best})  # canonical text is lower case
 _QUOTES = "'\"‘’“”«»「」`"
 _UNLESS_BIT = 1 << 30  # rule index + this marks a rule's negation phrase
 
@@ -92,6 +153,15 @@ class RulesEngine:
                 add(_pattern(phrase, "words"), _ALLOW)
             for phrase in layer.reported_speech:
                 add(_pattern(phrase, "words"), _DEFER)
+        # Separate patterns, not one alternation: each keeps re's literal-prefix scan,
+        # which a combined pattern loses (measured 4x slower on the samples).
+        self._regexes: list[tuple[int, re.Pattern[str], bool]] = []
+        for index, rule in enumerate(self.rules):
+            for pattern in rule.regex:
+                anchors = regex_anchors(pattern)
+                for anchor in anchors or ():
+                    add(anchor, _ANCHOR - len(self._regexes))
+                self._regexes.append((index, re.compile(pattern), anchors is not None))
         for seed in LONG_RUN_SEEDS:
             add(seed, _LONG_RUN)
         for pattern, indices in entries.items():
@@ -99,22 +169,21 @@ class RulesEngine:
         self._has_patterns = bool(entries)
         if self._has_patterns:
             self._automaton.make_automaton()
-        # Separate patterns, not one alternation: each keeps re's literal-prefix scan,
-        # which a combined pattern loses (measured 4x slower on the samples).
-        self._regexes = [
-            (index, re.compile(pattern))
-            for index, rule in enumerate(self.rules)
-            for pattern in rule.regex
-        ]
 
     def _hits(self, text: str) -> list[tuple[int, int, int]]:
         """(rule index, start, end) in ``text`` for every pattern found."""
         hits: list[tuple[int, int, int]] = []
+        anchored: set[int] = set()
         if self._has_patterns:
             for end, (length, indices) in self._automaton.iter(text):
                 for index in indices:
-                    hits.append((index, end + 1 - length, end + 1))
-        for index, regex in self._regexes:
+                    if index <= _ANCHOR:
+                        anchored.add(_ANCHOR - index)
+                    else:
+                        hits.append((index, end + 1 - length, end + 1))
+        for n, (index, regex, has_anchor) in enumerate(self._regexes):
+            if has_anchor and n not in anchored:
+                continue
             for match in regex.finditer(text):
                 hits.append((index, *match.span()))
         return hits
