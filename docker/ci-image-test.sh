@@ -11,7 +11,8 @@
 #                 The rootfs tarball is cached in $CACHE_DIR, so this is ~1 min once, then seconds.
 #   4. pip-index  serve this machine's local pip indexes to the build over 127.0.0.1
 #   5. build      docker build --network host -f docker/Dockerfile -t moderation-worker:ci .
-#   6. health     run the image (--network host), wait for `python -m worker health`
+#   6. health     run the image (--network host, --read-only), wait for `python -m worker health`,
+#                 check /metrics on MODERATION_METRICS_PORT
 #   7. smoke      publish {"id":"docker-smoke-1",...} to moderation.requests, expect its verdict
 #                 on the topic exchange moderation.verdicts within 60 s
 #   8. stop       docker stop (warm shutdown) and check the exit status
@@ -26,6 +27,8 @@
 #   MODERATION_CI_PIP_PORT     loopback port for the index server      (38741)
 #   MODERATION_CI_HEALTH_TIMEOUT / MODERATION_CI_VERDICT_TIMEOUT  seconds (120 / 60)
 #   MODERATION_CI_KEEP_IMAGE=0 remove the built image at the end (default: keep, for caching)
+#   MODERATION_CI_BUILDER=legacy  force the legacy builder (default: BuildKit when available)
+#   MODERATION_CI_REQUIRE_METRICS=0  only warn when /metrics does not answer
 set -Eeuo pipefail
 shopt -s inherit_errexit
 
@@ -91,7 +94,11 @@ on_exit() {
         kill "$HTTP_PID" 2>/dev/null; wait "$HTTP_PID" 2>/dev/null
     fi
     [[ -n $STAGE ]] && rm -rf "$STAGE"
-    [[ -n $VHOST ]] && rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1
+    if [[ -n $VHOST ]]; then
+        rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 \
+            || { sleep 5; rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1; } \
+            || echo "[ci-image-test] WARNING: could not delete RabbitMQ vhost $VHOST" >&2
+    fi
     if [[ ${MODERATION_CI_KEEP_IMAGE:-1} == 0 ]]; then docker rmi -f "$IMAGE" >/dev/null 2>&1; fi
     echo
     echo "================ ci-image-test timings ================"
@@ -113,8 +120,8 @@ phase packages
 if command -v dockerd >/dev/null && command -v debootstrap >/dev/null && command -v docker >/dev/null; then
     echo "docker.io and debootstrap already installed"
 else
-    apt-get update -qq
-    apt-get install -y -qq docker.io debootstrap >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq docker.io debootstrap >/dev/null
 fi
 
 # ================================================================ 2. dockerd
@@ -137,7 +144,9 @@ docker version --format 'docker client {{.Client.Version}}, engine {{.Server.Ver
 # CLI (20.10) has BuildKit built in; newer CLIs need the buildx plugin for it.
 BUILD=(env DOCKER_BUILDKIT=0 docker build)
 BUILDER="legacy builder (docker/Dockerfile.dockerignore NOT honoured; whole context sent)"
-if docker buildx version >/dev/null 2>&1; then
+if [[ ${MODERATION_CI_BUILDER:-auto} == legacy ]]; then
+    BUILDER="legacy builder (forced by MODERATION_CI_BUILDER=legacy)"
+elif docker buildx version >/dev/null 2>&1; then
     BUILD=(env DOCKER_BUILDKIT=1 docker build --progress plain)
     BUILDER="BuildKit via buildx"
 else
@@ -166,11 +175,18 @@ import configparser, hashlib, os, shutil, subprocess, sys
 from urllib.parse import urlparse, unquote
 
 stage, port = sys.argv[1], sys.argv[2]
-try:
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
-                         text=True, check=True).stdout
-except Exception as e:  # no pip on the host: nothing to translate
-    print(f"(pip config unavailable: {e})", file=sys.stderr)
+out = None
+for cmd in ([sys.executable, "-m", "pip"], [shutil.which("pip3")], [shutil.which("pip")]):
+    if cmd[0] is None:
+        continue
+    try:
+        out = subprocess.run(cmd + ["config", "list"], capture_output=True, text=True,
+                             check=True).stdout
+        break
+    except Exception:
+        continue
+if out is None:  # no pip on the host: only the CA bundle below
+    print("(no pip on the host: its configuration cannot be read)", file=sys.stderr)
     out = ""
 settings = {}                     # (section, key) -> value; :env: (PIP_*) wins over files
 for line in out.splitlines():
@@ -181,6 +197,11 @@ for line in out.splitlines():
     if (section, key) not in settings or name.startswith(":env:"):
         settings[(section, key)] = value
 
+# The system CA bundle always goes in (a TLS-intercepting proxy's CA may be in it), and pip
+# is pointed at it unless the configuration names another.
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+if ("global", "cert") not in settings and os.path.isfile(SYSTEM_CA):
+    settings[("global", "cert")] = SYSTEM_CA
 serve, copies = set(), set()
 def local_path(token):
     if token.startswith("file://"):
@@ -332,7 +353,7 @@ ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF
 LABEL $STANDIN_LABEL="$PIPCONF_HASH" org.opencontainers.image.description="CI stand-in for $BASE_IMAGE: Debian $SUITE python3 via debootstrap"
 CMD ["python3"]
 EOF
-    DOCKER_BUILDKIT=0 docker build -q -t "$BASE_IMAGE" "$STAGE" >/dev/null
+    "${BUILD[@]}" -q -t "$BASE_IMAGE" "$STAGE" >/dev/null
     echo "stand-in $BASE_IMAGE ready: $(docker run --rm "$BASE_IMAGE" python --version) ($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
 fi
 
@@ -382,24 +403,47 @@ docker run --rm --network none --entrypoint sh "$IMAGE" -c \
 
 # ================================================================ 6. run + health
 phase health
+broker_up() {  # the local RabbitMQ answers (its listener is closed while the app is stopped)
+    if command -v rabbitmqctl >/dev/null; then
+        rabbitmqctl -q list_vhosts >/dev/null 2>&1
+    else
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', 5672), 2).close()" 2>/dev/null
+    fi
+}
+make_vhost() {
+    VHOST=moderation-ci-$$-$RANDOM
+    rabbitmqctl -q add_vhost "$VHOST" >/dev/null 2>&1 \
+        && rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null 2>&1 \
+        && return 0
+    rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1
+    VHOST=""
+    return 1
+}
 if [[ -n ${MODERATION_CI_BROKER_URL:-} ]]; then
     BROKER_URL=$MODERATION_CI_BROKER_URL
-elif command -v rabbitmqctl >/dev/null && rabbitmqctl -q list_vhosts >/dev/null 2>&1; then
-    # A throw-away vhost: the container must not eat messages of other workers/tests on this
-    # broker, and their workers must not answer our smoke message.
-    VHOST=moderation-ci-$$-$RANDOM
-    rabbitmqctl -q add_vhost "$VHOST" >/dev/null
-    rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
-    BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$VHOST
 else
-    warn "rabbitmqctl not usable: testing on vhost '/' shared with anything else on this broker"
-    BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+    t0=$(date +%s)
+    until broker_up; do
+        (( $(date +%s) - t0 < 90 )) || die "RabbitMQ on 127.0.0.1:5672 not answering for 90 s"
+        sleep 2
+    done
+    if command -v rabbitmqctl >/dev/null; then
+        # A throw-away vhost: the container must not eat messages of other workers/tests on
+        # this broker, and their workers must not answer our smoke message.
+        for _ in 1 2 3; do make_vhost && break; sleep 5; done
+        [[ -n $VHOST ]] || die "could not create a RabbitMQ vhost with rabbitmqctl"
+        BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$VHOST
+    else
+        warn "no rabbitmqctl: testing on vhost '/', shared with anything else on this broker"
+        BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+    fi
 fi
 echo "broker: $(sed -E 's#//([^:/@]+):[^@]*@#//\1:***@#' <<< "$BROKER_URL")"
 METRICS_PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 
 STARTED_CONTAINER=1
-docker run -d --name "$CONTAINER" --network host \
+# --read-only + tmpfs /tmp: the same constraints as compose.yaml and the k8s Deployment.
+docker run -d --name "$CONTAINER" --network host --read-only --tmpfs /tmp \
     -e MODERATION_BROKER_URL="$BROKER_URL" \
     -e MODERATION_METRICS_PORT="$METRICS_PORT" \
     ${MODERATION_CI_REDIS_URL:+-e MODERATION_REDIS_URL="$MODERATION_CI_REDIS_URL"} \
@@ -414,8 +458,10 @@ until docker exec "$CONTAINER" python -m worker health >/tmp/$CONTAINER.health 2
 done
 echo "healthy after $(($(date +%s) - t0)) s (python -m worker health: exit 0) $(tr '\n' ' ' < /tmp/$CONTAINER.health)"
 rm -f /tmp/$CONTAINER.health
-# Metrics are checked but not (yet) required: a warning only.
-python3 - "$METRICS_PORT" <<'PY' || warn "no metrics on 127.0.0.1:$METRICS_PORT/metrics"
+# Prometheus metrics on MODERATION_METRICS_PORT (MODERATION_CI_REQUIRE_METRICS=0: warn only).
+python3 - "$METRICS_PORT" <<'PY' || { [[ ${MODERATION_CI_REQUIRE_METRICS:-1} == 0 ]] \
+    && warn "no metrics on 127.0.0.1:$METRICS_PORT/metrics"; } \
+    || die "no metrics on 127.0.0.1:$METRICS_PORT/metrics (MODERATION_METRICS_PORT)"
 import sys, urllib.request
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5) as r:
@@ -423,6 +469,8 @@ try:
 except OSError as e:
     sys.exit(f"metrics: {e}")
 ours = [line for line in lines if line.startswith("moderation")]
+if not ours:
+    sys.exit("metrics: no moderation_* series")
 print(f"metrics: {len(lines)} lines, {len(ours)} moderation_* samples, e.g. {(ours or lines)[:1]}")
 PY
 

@@ -92,3 +92,12 @@ def test_a_redis_outage_is_a_cache_miss_not_a_failure(make_pipeline, fake_llm):
     pipeline = make_pipeline(redis_url="redis://127.0.0.1:1/0")  # nothing listens there
     [verdict] = pipeline.run([env(id="1", text="still moderated without redis")])
     assert verdict.source == Source.LLM
+
+
+def test_truncation_still_works_without_tokenizer_data(monkeypatch):
+    from worker import _prompt
+
+    monkeypatch.setattr(_prompt, "_encoding", lambda: None)  # offline, no cache dir
+    text, cut = _prompt.truncate("x" * 10_000, 100)
+    assert cut and len(text) < 500
+    assert _prompt.truncate("short text", 100) == ("short text", False)

@@ -85,23 +85,44 @@ def user_message(items: list[tuple[str, str | None]]) -> str:
     return "\n".join(lines)
 
 
+_CHARS_PER_TOKEN = 4  # the fallback estimate when the tokenizer data cannot be loaded
+
+
 @lru_cache(maxsize=1)
-def _encoding() -> tiktoken.Encoding:
-    return tiktoken.get_encoding("o200k_base")
+def _encoding() -> tiktoken.Encoding | None:
+    """o200k_base, or None when its data cannot be had (offline, no TIKTOKEN_CACHE_DIR)."""
+    try:
+        return tiktoken.get_encoding("o200k_base")
+    except Exception as exc:
+        import structlog
+
+        structlog.get_logger("worker.prompt").warning(
+            "tokenizer_unavailable", error=type(exc).__name__,
+            fallback=f"{_CHARS_PER_TOKEN} characters per token",
+        )
+        return None
 
 
 def truncate(text: str, budget: int) -> tuple[str, bool]:
     """Cut ``text`` to ``budget`` tokens, keeping head and tail (abuse hides at either end)."""
     if len(text) <= budget:  # a token is at least one character
         return text, False
-    tokens = _encoding().encode(text, disallowed_special=())
-    if len(tokens) <= budget:
-        return text, False
     head = budget * 3 // 4
     tail = budget - head
     encoding = _encoding()
+    if encoding is None:
+        if len(text) <= budget * _CHARS_PER_TOKEN:
+            return text, False
+        return (text[: head * _CHARS_PER_TOKEN] + " … " + text[-tail * _CHARS_PER_TOKEN :],
+                True)
+    tokens = encoding.encode(text, disallowed_special=())
+    if len(tokens) <= budget:
+        return text, False
     return encoding.decode(tokens[:head]) + " … " + encoding.decode(tokens[-tail:]), True
 
 
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
+    encoding = _encoding()
+    if encoding is None:
+        return max(1, len(text) // _CHARS_PER_TOKEN)
+    return len(encoding.encode(text, disallowed_special=()))

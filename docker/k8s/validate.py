@@ -33,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_VERSIONS = ["1.28.0", "1.33.0"]
+REQUIRE_DEFAULT_POLICY = False
 
 try:
     import jsonschema
@@ -332,8 +333,12 @@ def check_policy_text(where: str, text: str, report: Report) -> None:
               f"version {getattr(policy, 'version', '?')})")
     default = REPO / "worker" / "policies" / "default.yaml"
     if default.is_file() and default.read_text() != text:
-        report.note(where, "differs from worker/policies/default.yaml "
-                    "(fine if intended; --write-policy-configmap copies the default)")
+        message = ("differs from worker/policies/default.yaml "
+                   "(--write-policy-configmap copies the default)")
+        if REQUIRE_DEFAULT_POLICY:
+            report.error(where, message)
+        else:
+            report.note(where, message + "; fine if intended")
 
 
 def write_policy_configmap(target: Path) -> None:
@@ -370,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Kubernetes version(s) to check (default {DEFAULT_VERSIONS})")
     parser.add_argument("--write-policy-configmap", action="store_true",
                         help="regenerate policy-configmap.yaml from worker/policies/default.yaml")
+    parser.add_argument("--require-default-policy", action="store_true",
+                        help="error (not note) if the policy ConfigMap differs from the default")
     args = parser.parse_args(argv)
+    global REQUIRE_DEFAULT_POLICY
+    REQUIRE_DEFAULT_POLICY = args.require_default_policy
     if args.write_policy_configmap:
         write_policy_configmap(args.dir / "policy-configmap.yaml")
     versions = args.versions or DEFAULT_VERSIONS

@@ -1,0 +1,44 @@
+"""The deployment files: Kubernetes manifests against real schemas, compose file shape."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from .conftest import ROOT
+
+
+def test_kubernetes_manifests_validate_and_carry_the_current_policy():
+    result = subprocess.run(
+        [sys.executable, "docker/k8s/validate.py", "--require-default-policy"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 errors" in result.stdout
+
+
+def test_validation_fails_on_a_broken_manifest(tmp_path):
+    import shutil
+
+    broken = tmp_path / "k8s"
+    shutil.copytree(ROOT / "docker" / "k8s", broken)
+    deployment = broken / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("livenessProbe", "livenesProbe"))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+
+
+def test_compose_file_runs_rabbitmq_redis_and_a_scalable_worker():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"rabbitmq", "redis", "worker"} <= set(services)
+    assert "ports" not in services["worker"]  # so --scale worker=N works
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert 'CMD ["celery", "-A", "worker", "worker"]' in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "USER" in dockerfile
+    assert any("llm" in (s.get("profiles") or []) for s in services.values())
