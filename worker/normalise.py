@@ -29,12 +29,12 @@ _LEET_L = str.maketrans({"1": "l", "!": "l", "|": "l"})
 # Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
 # numbers ("2024", "$5") stay as they are; a trailing "!" ("you!!") stays punctuation.
 _LEET_RUN = re.compile(r"[0-9@$!|+]+")  # a class first: re scans for it at C speed
-_AMBIGUOUS = re.compile(r"[a-z][1!|]+[a-z]|(?<![a-z0-9])[1!|]+[a-z]")  # "k1ll", "|ick"
+_AMBIGUOUS = re.compile(r"[1!|]+[a-z]")  # "k1ll", "|ick": a rare class first, so fast
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
 _LETTERISH = r"[a-z0-9@$!+]"
 _SEP = r"[ .\-*,/~:;|]"
-_SPACED_HINT = re.compile(f"{_LETTERISH}{_SEP}+{_LETTERISH}{_SEP}+{_LETTERISH}")
+_SPACED_HINT = re.compile(f"{_SEP}{_LETTERISH}{_SEP}+{_LETTERISH}{_SEP}")  # cheap pre-check
 _SPACED_LETTERS = re.compile(
     f"(?<![a-z0-9@$!+]){_LETTERISH}(?:{_SEP}+{_LETTERISH}(?![a-z0-9@$!+])){{2,}}"
 )
@@ -104,6 +104,10 @@ def _fold(text: str) -> str:
     if not _TABLE:
         warm_up()
     return _SPECIAL.sub(_map_char, unicodedata.normalize("NFKD", text).casefold())
+
+
+# The ASCII fold one character at a time, for the slow path.
+_ASCII_CHAR = [bytes([c]).translate(_ASCII_FOLD, _ASCII_CONTROLS).decode() for c in range(128)]
 
 
 def _map_char(match: re.Match[str]) -> str:
@@ -177,7 +181,7 @@ LONG_RUN_SEEDS = tuple(letter * 3 for letter in "abcdefghijklmnopqrstuvwxyz")
 def _core_views(text: str, squeeze: bool = True) -> list[str]:
     folded = _fold(text)
     variants = [folded]
-    if _SPACED_HINT.search(folded) is not None:
+    if _SPACED_HINT.search(" " + folded) is not None:
         unspaced = _SPACED_LETTERS.sub(_unspace, folded)
         if unspaced != folded:
             variants.append(unspaced)
@@ -280,7 +284,7 @@ def _fold_tracked(text: str, positions: list[int]) -> _Tracked:
     chars: list[str] = []
     origin: list[int] = []
     for index, char in zip(positions, text, strict=True):
-        folded = _fold(char)
+        folded = _ASCII_CHAR[ord(char)] if char < "\x80" else _fold(char)
         chars.append(folded)
         origin.extend([index] * len(folded))
     return _Tracked("".join(chars), tuple(origin))
@@ -305,7 +309,7 @@ def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
 def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Canonical]:
     folded = _fold_tracked(text, positions)
     variants = [folded]
-    if _SPACED_HINT.search(folded.chars) is not None:
+    if _SPACED_HINT.search(" " + folded.chars) is not None:
         unspaced = folded.sub(_SPACED_LETTERS, _unspace)
         if unspaced.chars != folded.chars:
             variants.append(unspaced)

@@ -1,0 +1,98 @@
+"""Rules-stage speed on one core: a 2,000-term policy against the samples-1680 texts.
+
+    python bench/rules.py [--terms 2000] [--rounds 5]
+
+Prints messages/s for normalisation alone, for matching alone (automaton + regexes on
+precomputed canonical views) and for the whole stage as the worker runs it, plus how
+the cost splits between ASCII and non-ASCII texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from worker._policy_file import parse_policy
+from worker.normalise import views, warm_up
+from worker.rules import RulesEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASET = ROOT.parent / "shared" / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
+DEFAULT = ROOT / "worker" / "policies" / "default.yaml"
+
+
+def big_policy(terms: int, seed: int = 7) -> str:
+    """The default policy plus generated rules up to ``terms`` patterns in all.
+
+    The extra terms are made-up words and two-word phrases (no wordlist is shipped), so
+    the automaton has the size of a large real policy while hits stay as rare as real
+    abuse terms are in ordinary text.
+    """
+    rng = random.Random(seed)
+    syllables = ["ka", "zor", "mib", "tul", "vex", "dra", "qon", "pli", "ush", "gre", "fyn",
+                 "bax", "sto", "wre", "jat", "olm", "cri", "nub", "yel", "har"]
+    policy = yaml.safe_load(DEFAULT.read_text())
+    existing = sum(len(r.get("words", [])) + len(r.get("regex", [])) for r in policy["rules"])
+    words: set[str] = set()
+    while len(words) < max(terms - existing, 0):
+        word = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 4)))
+        if rng.random() < 0.3:
+            word += " " + "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3)))
+        words.add(word)
+    ordered = sorted(words)
+    chunk = 100
+    for n in range(0, len(ordered), chunk):
+        policy["rules"].append({"id": f"bench.generated-{n // chunk}", "action": "review",
+                                "words": ordered[n : n + chunk]})
+    return yaml.safe_dump(policy)
+
+
+def rate(label: str, texts: list[str], fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for text in texts:
+            fn(text)
+        samples.append(len(texts) / (time.perf_counter() - started))
+    best, median = max(samples), statistics.median(samples)
+    print(f"{label:44s} {median:10,.0f} msg/s median  {best:10,.0f} best  "
+          f"({1e6 / median:6.1f} us/msg)")
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terms", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with gzip.open(DATASET, "rt", encoding="utf-8") as lines:
+        texts = [json.loads(line)["prompt"] for line in lines]
+    policy = parse_policy(big_policy(args.terms), "bench")
+    engine = RulesEngine(policy)
+    warm_up()
+    patterns = sum(len(r.words) + len(r.regex) for r in engine.rules)
+    print(f"policy: {len(engine.rules)} rules, {patterns} terms/phrases/regexes; "
+          f"{len(texts)} texts, mean {statistics.mean(map(len, texts)):.0f} chars")
+    ascii_texts = [t for t in texts if t.isascii()]
+    other = [t for t in texts if not t.isascii()]
+    precomputed = {t: views(t, squeeze=False) for t in texts}
+    fired = sum(1 for t in texts if engine.match(t).matches)
+    print(f"texts with a rule match: {fired} ({fired / len(texts):.1%}); "
+          f"ASCII {len(ascii_texts)}, non-ASCII {len(other)}")
+    rate("normalise (canonical views)", texts, lambda t: views(t, squeeze=False), args.rounds)
+    rate("match only (automaton + regexes on views)", texts,
+         lambda t: engine.match(t, precomputed[t]), args.rounds)
+    rate("whole rules stage (normalise + match)", texts, engine.match, args.rounds)
+    rate("  ... ASCII texts", ascii_texts, engine.match, args.rounds)
+    rate("  ... non-ASCII texts", other, engine.match, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
