@@ -42,6 +42,8 @@ def test_a_valid_request_round_trips():
         (json.dumps({"id": "a", "text": "b", "metadata": {"m": "x" * 600}}).encode(),
          DeadReason.METADATA_TOO_LARGE),
         (b'{"id": "a", "text": "\\udc00"}', DeadReason.INVALID_UNICODE),
+        (b'{"id": "a\\ud800", "text": "b"}', DeadReason.INVALID_UNICODE),
+        (b'{"id": "a", "text": "b", "metadata": {"n": 1e400}}', DeadReason.INVALID_JSON),
     ],
 )
 def test_bad_input_gets_a_reason(body: bytes, expected: DeadReason):

@@ -85,7 +85,9 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         self._touch_health()
         if self._heartbeat is None:
             metrics.serve(self.settings.metrics_port)
-            self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
+        else:  # a reconnect: Celery cancelled the timers of the old connection
+            self._heartbeat.cancel()
+        self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
         log.info("moderation_consumer_started", queue=self.settings.requests_queue,
                  llm=self.pipeline.classifier is not None, policy=self.pipeline.policies.path.name)
 
@@ -95,7 +97,11 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             with contextlib.suppress(Exception):
                 consumer.cancel()
         self._flush()
-        shutting_down = bool(worker_state.should_stop or worker_state.should_terminate is not None)
+        # should_stop is the exit code, 0 for a warm shutdown: test it against None/False
+        shutting_down = any(
+            flag is not None and flag is not False
+            for flag in (worker_state.should_stop, worker_state.should_terminate)
+        )
         deadline = time.monotonic() + (self.settings.shutdown_grace_s if shutting_down else 0)
         while self._inflight and time.monotonic() < deadline:
             self._drain_settled()
@@ -172,6 +178,8 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             except queue.Empty:
                 return
             for message in messages:
+                if not getattr(message.channel, "is_open", True):
+                    continue  # its channel died: the broker redelivers it elsewhere
                 try:
                     if ok:
                         message.ack()
@@ -212,6 +220,11 @@ class ModerationConsumer(bootsteps.ConsumerStep):
                 latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))
         messages = [m for _, m in outcomes]
+        if not all(getattr(m.channel, "is_open", True) for m in messages):
+            # the consumer channel closed (broker restart) while this was in flight: the
+            # broker will redeliver these, so publishing now would only add duplicates
+            self._settle(messages, ok=False)
+            return
         started = time.monotonic()
 
         def done(ok: bool) -> None:

@@ -169,9 +169,10 @@ class Classifier:
         ):
             with attempt:
                 remaining = max(deadline - time.monotonic(), 0.1)
-                return self.breaker.call(
-                    self._call_once, items, min(self.settings.llm_timeout_s, remaining)
-                )
+                # not breaker.call(): it holds the breaker's lock for the whole HTTP call,
+                # which would serialise every LLM call of the process
+                with self.breaker.calling():
+                    return self._call_once(items, min(self.settings.llm_timeout_s, remaining))
         raise AssertionError("unreachable")
 
     def classify(self, items: list[tuple[str, str | None]]) -> BatchResult:

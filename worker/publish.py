@@ -78,6 +78,7 @@ class _Group:
     remaining: int
     done: Done
     ok: bool = True
+    settled: bool = False
 
 
 class Publisher:
@@ -97,7 +98,7 @@ class Publisher:
         return self
 
     def submit(self, messages: list[OutMessage], done: Done) -> None:
-        """Publish ``messages``; ``done(ok)`` runs on the publisher thread when settled."""
+        """Publish ``messages``; ``done(ok)`` runs once on the publisher thread when settled."""
         if not messages:
             done(True)
             return
@@ -141,7 +142,7 @@ class Publisher:
             group.ok = group.ok and ok
             group.remaining -= 1
             if group.remaining == 0:
-                self._call(group.done, group.ok)
+                self._finish(group, group.ok)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple, True)
@@ -151,9 +152,13 @@ class Publisher:
         self._settle(tag, multiple, False)
 
     @staticmethod
-    def _call(done: Done, ok: bool) -> None:
+    def _finish(group: _Group, ok: bool) -> None:
+        """Run a group's callback, exactly once whatever happens."""
+        if group.settled:
+            return
+        group.settled = True
         try:
-            done(ok)
+            group.done(ok)
         except Exception:
             log.exception("publish_callback_failed")
 
@@ -161,7 +166,7 @@ class Publisher:
         groups = {id(g): g for g in self._unconfirmed.values()}
         self._unconfirmed.clear()
         for group in groups.values():
-            self._call(group.done, False)
+            self._finish(group, False)
 
     def _run(self) -> None:
         connection, channel = self._connect()
@@ -179,9 +184,10 @@ class Publisher:
                     item = self._queue.get_nowait()
             except queue.Empty:
                 pass
+            groups = [(messages, _Group(remaining=len(messages), done=done))
+                      for messages, done in batch]
             try:
-                for messages, done in batch:
-                    group = _Group(remaining=len(messages), done=done)
+                for messages, group in groups:
                     for out in messages:
                         channel.basic_publish(
                             amqp.Message(
@@ -195,15 +201,14 @@ class Publisher:
                         )
                         self._unconfirmed[self._next_tag] = group
                         self._next_tag += 1
-                    batch = []
                 if self._unconfirmed:
                     with contextlib.suppress(TimeoutError):
                         connection.drain_events(timeout=0.05)
             except Exception as exc:  # connection trouble: fail what is not confirmed
                 log.warning("publisher_connection_lost", error=type(exc).__name__)
                 self._fail_unconfirmed()
-                for _, done in batch:
-                    self._call(done, False)
+                for _, group in groups:  # also those not published yet; each fails once
+                    self._finish(group, False)
                 with contextlib.suppress(Exception):
                     connection.release()
                 connection, channel = self._connect()

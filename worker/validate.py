@@ -57,6 +57,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {literal[:20]} is out of range")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -101,7 +108,10 @@ def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
         ) from None
     try:
         data = json.loads(
-            decoded, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+            decoded,
+            parse_constant=_reject_constant,
+            parse_float=_finite,
+            object_pairs_hook=_no_duplicates,
         )
     except RecursionError:
         raise InvalidMessage(DeadReason.TOO_DEEP, "JSON nesting too deep") from None
@@ -121,6 +131,10 @@ def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
     try:
         request = ModerationRequest.model_validate(data)
     except ValidationError as exc:
+        if any(err["type"] == "string_unicode" for err in exc.errors()):
+            raise InvalidMessage(
+                DeadReason.INVALID_UNICODE, "a string holds a lone surrogate (\\ud800-\\udfff)"
+            ) from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors(include_input=False, include_url=False)[:10]
