@@ -99,6 +99,9 @@ def _count_tokens(text: str) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body are two writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (~40 ms on Linux) on every response
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -149,6 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 512  # a worker opens dozens of connections at once
 
     def __init__(self, address: tuple[str, int], state: FakeLLMState) -> None:
         super().__init__(address, _Handler)
