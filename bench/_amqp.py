@@ -10,6 +10,7 @@ system-wide on Linux, so send and receive times from different processes compare
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import threading
 import time
@@ -37,13 +38,21 @@ class BrokerAddress:
             virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
         )
 
-    def connect(self) -> amqp.Connection:
-        connection = amqp.Connection(
-            host=self.host, userid=self.userid, password=self.password,
-            virtual_host=self.virtual_host, heartbeat=0, connect_timeout=10,
-        )
-        connection.connect()
-        return connection
+    def connect(self, attempts: int = 10) -> amqp.Connection:
+        """Connect, retrying for a while: the shared broker may be briefly unavailable."""
+        for attempt in range(attempts):
+            connection = amqp.Connection(
+                host=self.host, userid=self.userid, password=self.password,
+                virtual_host=self.virtual_host, heartbeat=0, connect_timeout=10,
+            )
+            try:
+                connection.connect()
+                return connection
+            except (OSError, amqp.exceptions.AMQPError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
 
 
 # -- producer ---------------------------------------------------------------------------
@@ -93,10 +102,8 @@ class _Confirms:
 
 
 def _drain(connection: amqp.Connection, timeout: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):  # socket.timeout is TimeoutError
         connection.drain_events(timeout=timeout)
-    except TimeoutError:
-        pass
 
 
 def _publisher_thread(
@@ -149,10 +156,8 @@ def _publisher_thread(
         stats["nacked"] += confirms.nacked
         stats["unconfirmed"] += confirms.outstanding
         stats["late_max_s"] = max(stats["late_max_s"], late_max)
-        try:
+        with contextlib.suppress(Exception):
             connection.close()
-        except Exception:
-            pass
 
 
 def produce(
@@ -251,14 +256,18 @@ def collect(
         if records and now - last > idle_s:
             stats["stopped"] = f"idle {idle_s}s"
             break
-        _drain(connection, 0.2)
+        try:
+            _drain(connection, 0.2)
+        except (OSError, amqp.exceptions.AMQPError) as exc:
+            stats["stopped"] = "connection lost"
+            stats["error"] = (f"{type(exc).__name__}: {exc} (was RabbitMQ restarted by "
+                              "someone else, e.g. a reliability test?)")
+            break
         if len(records) != seen:
             seen = len(records)
             last = time.monotonic()
-    try:
+    with contextlib.suppress(Exception):
         connection.close()
-    except Exception:
-        pass
     result.put((records, stats))
 
 

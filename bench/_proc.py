@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,10 +30,8 @@ def children(pid: int) -> list[int]:
     out: list[int] = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
+            with contextlib.suppress(OSError):
                 out.extend(int(c) for c in (task / "children").read_text().split())
-            except OSError:
-                pass
     except OSError:
         pass
     return out

@@ -173,6 +173,10 @@ def _publish(verdict: dict[str, Any], routing_key: str) -> None:
     )
 
 
+def user_content(text: str) -> str:
+    return f"Message to moderate:\n\n{text}"
+
+
 @naive_app.task(name=TASK_NAME)
 def moderate(request: dict[str, Any]) -> str:
     started = time.monotonic()
@@ -180,7 +184,7 @@ def moderate(request: dict[str, Any]) -> str:
         model=MODEL,
         messages=[
             {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Message to moderate:\n\n{request['text']}"},
+            {"role": "user", "content": user_content(request["text"])},
         ],
         response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
         temperature=0,
