@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -42,11 +43,9 @@ def _moderate(args: argparse.Namespace) -> int:
     for number, outcome in zip(numbers, pipeline.run(envelopes), strict=True):
         if isinstance(outcome, DeadLetter):
             dead += 1
-            print(
-                f'{{"dead_letter": "{outcome.reason}", "line": {number}, '
-                f'"detail": {__import__("json").dumps(outcome.detail)}}}',
-                file=sys.stderr,
-            )
+            record = {"dead_letter": outcome.reason.value, "line": number,
+                      "detail": outcome.detail}
+            print(json.dumps(record), file=sys.stderr)
         else:
             out.write(outcome.model_dump_json() + "\n")
     out.flush()
@@ -83,8 +82,6 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
     from worker._logging import configure
     from worker.evaluate import evaluate, load, render
     from worker.pipeline import build_pipeline

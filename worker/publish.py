@@ -9,7 +9,6 @@ when all of it is confirmed, or fails when any of it is nacked or the connection
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
@@ -66,11 +65,6 @@ def dead_letter_message(dead: DeadLetter, settings: Settings, worker: str = "") 
             "x-moderation-redelivered": envelope.redelivered,
         },
     )
-
-
-def dead_letter_record(dead: DeadLetter) -> str:
-    """The embedded command's stderr line for a dead letter."""
-    return json.dumps({"dead_letter": dead.reason.value, "detail": dead.detail})
 
 
 @dataclass(slots=True)
