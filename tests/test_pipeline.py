@@ -101,3 +101,11 @@ def test_truncation_still_works_without_tokenizer_data(monkeypatch):
     text, cut = _prompt.truncate("x" * 10_000, 100)
     assert cut and len(text) < 500
     assert _prompt.truncate("short text", 100) == ("short text", False)
+
+
+def test_truncation_counts_tokens_not_characters():
+    from worker._prompt import count_tokens, truncate
+
+    text = "𝕏" * 100  # 100 characters, about 300 tokens
+    cut, truncated = truncate(text, 120)
+    assert truncated and count_tokens(cut) <= 130

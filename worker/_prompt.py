@@ -105,7 +105,7 @@ def _encoding() -> tiktoken.Encoding | None:
 
 def truncate(text: str, budget: int) -> tuple[str, bool]:
     """Cut ``text`` to ``budget`` tokens, keeping head and tail (abuse hides at either end)."""
-    if len(text) <= budget:  # a token is at least one character
+    if len(text.encode("utf-8", "surrogatepass")) <= budget:  # a token is at least one byte
         return text, False
     head = budget * 3 // 4
     tail = budget - head
