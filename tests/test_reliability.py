@@ -476,6 +476,20 @@ def check_scored_verdict(verdict: Verdict, text: str, gullible: bool = False) ->
 # ---------------------------------------------------------------------------------------
 
 
+def publish_and_collect(
+    prefix: str, texts: list[str], broker_url: str, collector: Collector, timeout: float
+) -> tuple[dict[str, str], float]:
+    """Publish one request per text, wait for all outcomes; (text by id, seconds taken)."""
+    items = requests_for(prefix, texts)
+    text_of = {i.key: t for i, t in zip(items, texts, strict=True)}
+    started = time.monotonic()
+    Producer(broker_url).publish(items)
+    collector.wait_for(set(text_of), timeout=timeout)
+    elapsed = time.monotonic() - started
+    collector.settle(quiet_s=0.5)
+    return text_of, elapsed
+
+
 def test_kill_9_twice_loses_nothing(start_worker, collector: Collector, llm: FakeLLM,
                                     broker_url: str):
     total = 3000
@@ -536,14 +550,8 @@ def test_llm_faults_every_request_gets_a_sound_verdict(start_worker, collector: 
         state.fault_rates.update(FAULT_RATES)
     start_worker(MODERATION_LLM_TIMEOUT_S="1")
     texts = mixed_texts(total, seed=2)
-    items = requests_for("f", texts)
-    text_of = {i.key: t for i, t in zip(items, texts, strict=True)}
+    text_of, elapsed = publish_and_collect("f", texts, broker_url, collector, timeout=90)
     ids = set(text_of)
-    started = time.monotonic()
-    Producer(broker_url).publish(items)
-    collector.wait_for(ids, timeout=90)
-    elapsed = time.monotonic() - started
-    collector.settle(quiet_s=0.5)
     sources = Counter(v.source.value for v in collector.verdicts)
     duplicates, _, lost = summary(
         "llm_faults", ids, collector, broker_url=broker_url, seconds=round(elapsed, 1),
@@ -589,14 +597,8 @@ def test_circuit_breaker_fails_fast_and_fallback_fails_closed(
         else f"{BENIGN[n % len(BENIGN)]} (#{n})"
         for n in range(total)
     ]
-    items = requests_for("cb", texts)
-    text_of = {i.key: t for i, t in zip(items, texts, strict=True)}
+    text_of, elapsed = publish_and_collect("cb", texts, broker_url, collector, timeout=60)
     ids = set(text_of)
-    started = time.monotonic()
-    Producer(broker_url).publish(items)
-    collector.wait_for(ids, timeout=60)
-    elapsed = time.monotonic() - started
-    collector.settle(quiet_s=0.5)
     latencies = sorted(v.latency_ms for v in collector.verdicts)
     circuit_open = sum("circuit open" in (v.reason or "") for v in collector.verdicts)
     _, _, lost = summary(
