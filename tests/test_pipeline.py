@@ -27,8 +27,17 @@ def test_one_llm_call_per_micro_batch_and_cache_hits_after(make_pipeline, fake_l
     assert {v.source for v in first} == {Source.LLM}
     assert fake_llm.state.requests == 2  # 16 + 4
     assert sum(v.usage.llm_calls for v in first) == 2
-    again = pipeline.run([env(id="x", text="MESSAGE   number 3!")])  # same canonical text
+    again = pipeline.run([env(id="x", text="MESSAGE   number 3")])  # same but case/spaces
     assert again[0].source == Source.CACHE and fake_llm.state.requests == 2
+
+
+def test_texts_in_other_scripts_never_share_cached_scores(make_pipeline, fake_llm):
+    # The rules' canonical form keeps only Latin letters; the cache key must not.
+    pipeline = make_pipeline()
+    texts = ["我要杀了你", "今天天气很好", "Я тебя убью", "Я тебя люблю", "I love you 🔪", "I love you ❤"]
+    verdicts = pipeline.run([env(id=str(n), text=t) for n, t in enumerate(texts)])
+    assert [v.source for v in verdicts] == [Source.LLM] * len(texts)
+    assert fake_llm.state.items == len(texts)
 
 
 def test_identical_texts_in_flight_cost_one_call(make_pipeline, fake_llm):

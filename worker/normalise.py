@@ -223,6 +223,16 @@ def canonical(text: str) -> str:
     return _core_views(text)[0]
 
 
+def cache_form(text: str) -> str:
+    """The text as the score cache keys it: NFKC, case-folded, whitespace collapsed.
+
+    Lossless for meaning, unlike ``canonical``, which keeps only Latin letters and
+    digits: two Chinese sentences (or a threat and a greeting in Cyrillic) must not
+    share cached scores. Cheap: C-level string methods only.
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 # -- the slow path, with offsets -----------------------------------------------------------
 
 

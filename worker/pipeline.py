@@ -30,7 +30,7 @@ from worker.models import (
     Usage,
     Verdict,
 )
-from worker.normalise import views
+from worker.normalise import cache_form
 from worker.policy import Policy, PolicyStore, TenantPolicy, decide, fallback_action
 from worker.rules import RulesResult
 from worker.settings import Settings
@@ -119,14 +119,13 @@ class Pipeline:
     ) -> Verdict | Pending:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
-        text_views = views(request.text, squeeze=False)  # the rules squeeze on demand
-        rules = tenant.engine.match(request.text, text_views)
+        rules = tenant.engine.match(request.text)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
         if rules.action is not None:
             return self._rules_verdict(request, envelope, received, policy, rules)
         key = cache_key(
-            self.model or "none", self._prompt_version, text_views[0], request.context
+            self.model or "none", self._prompt_version, cache_form(request.text), request.context
         )
         hit = self.cache.get_local(key)
         metrics.CACHE.labels("hit_local" if hit is not None else "miss_local").inc()
