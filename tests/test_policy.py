@@ -91,11 +91,15 @@ def test_reload_on_change_and_keep_last_good_on_error(tmp_path):
     first = store.current.version
     path.write_text(BASE.replace("i will hurt you", "i will end you"))
     os.utime(path, (time.time() + 5, time.time() + 5))
+    store.current  # noqa: B018 - notices the change: compiles it in the background
+    store.settle()
     assert store.current.version != first
     assert store.current.for_tenant(None).engine.match("i will end you").action is Action.BLOCK
     good = store.current.version
     path.write_text("rules: [\n")
     os.utime(path, (time.time() + 10, time.time() + 10))
+    store.current  # noqa: B018 - starts the reload
+    store.settle()
     assert store.current.version == good
 
 

@@ -22,10 +22,12 @@ from functools import lru_cache
 
 import ahocorasick
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t",
-                       "9": "g", "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "8": "b"})
-# "1", "!" and "|" stand for i or l: where they occur a second view reads them as "l".
-_LEET_L = str.maketrans({"1": "l", "!": "l", "|": "l"})
+# Every letter a leet character may stand for; "1", "!" and "|" stand for i or l, so
+# where they occur a second view reads them as "l".
+LEET_READINGS = {"0": "o", "1": "il", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "9": "g",
+                 "@": "a", "$": "s", "!": "il", "|": "l", "+": "t", "8": "b"}
+_LEET = str.maketrans({k: v[0] for k, v in LEET_READINGS.items()})
+_LEET_L = str.maketrans({k: v[-1] for k, v in LEET_READINGS.items()})
 # Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
 # numbers ("2024", "$5") stay as they are; a trailing "!" ("you!!") stays punctuation.
 _LEET_RUN = re.compile(r"[0-9@$!|+]+")  # a class first: re scans for it at C speed
@@ -33,6 +35,7 @@ _AMBIGUOUS = re.compile(r"[1!|]+[a-z]")  # "k1ll", "|ick": a rare class first, s
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
 _LETTERISH = r"[a-z0-9@$!+]"
+SEPARATOR_CHARS = " .-*,/~:;|"  # may split single letters: "k y s", "f.u.c.k"
 _SEP = r"[ .\-*,/~:;|]"
 _SPACED_HINT = re.compile(f"{_SEP}{_LETTERISH}{_SEP}+{_LETTERISH}{_SEP}")  # cheap pre-check
 _SPACED_LETTERS = re.compile(
@@ -106,6 +109,11 @@ def _fold(text: str) -> str:
     return _SPECIAL.sub(_map_char, unicodedata.normalize("NFKD", text).casefold())
 
 
+def fold(text: str) -> str:
+    """The per-character part of normalisation alone (see ``_fold``)."""
+    return _fold(text)
+
+
 # The ASCII fold one character at a time, for the slow path.
 _ASCII_CHAR = [bytes([c]).translate(_ASCII_FOLD, _ASCII_CONTROLS).decode() for c in range(128)]
 
@@ -151,7 +159,7 @@ def _leet_with(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
 
 
 _leet = _leet_with(_LEET)
-_leet_l = _leet_with({**_LEET, **_LEET_L})
+_leet_l = _leet_with(_LEET_L)
 
 
 def _unspace(match: re.Match[str]) -> str:

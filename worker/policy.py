@@ -6,9 +6,11 @@ tenant, version, shadow) and of its reload when the file changes.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -26,7 +28,11 @@ from worker.rules import RulesEngine
 
 log = structlog.get_logger("worker.policy")
 
-__all__ = ["Policy", "PolicyError", "PolicyStore", "TenantPolicy", "decide"]
+__all__ = ["Policy", "PolicyError", "PolicyStore", "TenantPolicy", "decide", "decide_scores"]
+
+# Per category, in CATEGORIES order: (name, lowest limit, ((limit, action), ...) most
+# severe first). Compiled once per tenant: ``decide`` walked pydantic objects per message.
+Limits = tuple[tuple[str, float, tuple[tuple[float, Action], ...]], ...]
 
 
 def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple[
@@ -53,6 +59,40 @@ def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple
     return action, flagged
 
 
+def compile_limits(thresholds: dict[str, Thresholds]) -> Limits:
+    out = []
+    for category in CATEGORIES:
+        limits = thresholds[category]
+        steps = tuple(
+            (limit, action)
+            for action, limit in (
+                (Action.BLOCK, limits.block),
+                (Action.REVIEW, limits.review),
+                (Action.FLAG, limits.flag),
+            )
+            if limit is not None
+        )
+        out.append((category, min((lim for lim, _ in steps), default=math.inf), steps))
+    return tuple(out)
+
+
+def decide_scores(scores: Sequence[float], limits: Limits) -> tuple[Action, dict[str, bool]]:
+    """``decide`` for scores in CATEGORIES order against compiled limits (the hot path)."""
+    action = Action.ALLOW
+    severity = 0
+    flagged = dict.fromkeys(CATEGORIES, False)
+    for (category, lowest, steps), score in zip(limits, scores, strict=True):
+        if not score >= lowest:  # most scores, and NaN
+            continue
+        for limit, candidate in steps:
+            if score >= limit:
+                flagged[category] = True
+                if candidate.severity > severity:
+                    action, severity = candidate, candidate.severity
+                break
+    return action, flagged
+
+
 def fallback_action(fallback: Fallback, suspected: set[str] | None = None) -> Action:
     """The action when the LLM cannot answer: fail closed where the policy says so."""
     action = fallback.action
@@ -67,6 +107,10 @@ class TenantPolicy:
     engine: RulesEngine
     thresholds: dict[str, Thresholds]
     fallback: Fallback
+    limits: Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limits", compile_limits(self.thresholds))
 
 
 class Policy:
@@ -123,6 +167,7 @@ class PolicyStore:
         self._stamp = self._file_stamp()
         self._next_check = time.monotonic() + check_every_s
         self._lock = threading.Lock()
+        self._loader: threading.Thread | None = None
 
     def _file_stamp(self) -> tuple[float, int]:
         try:
@@ -138,12 +183,23 @@ class PolicyStore:
             try:
                 self._next_check = now + self.check_every_s
                 stamp = self._file_stamp()
-                if stamp != self._stamp:
+                if stamp != self._stamp and not (self._loader and self._loader.is_alive()):
+                    # Compiling a large policy takes seconds: never on the caller's
+                    # thread, which is the one consuming messages.
                     self._stamp = stamp
-                    self._reload()
+                    self._loader = threading.Thread(
+                        target=self._reload, name="policy-reload", daemon=True
+                    )
+                    self._loader.start()
             finally:
                 self._lock.release()
         return self._policy
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for a reload in progress (tests, and the embedded command)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
 
     def _reload(self) -> None:
         try:

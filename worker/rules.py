@@ -25,6 +25,7 @@ import ahocorasick
 import structlog
 
 from worker._policy_file import PolicyLayer, Rule
+from worker._prescreen import Prescreen
 from worker.models import Action, RuleMatch, Span
 from worker.normalise import (
     LONG_RUN_SEEDS,
@@ -69,8 +70,8 @@ def _expand(items: list[tuple[object, object]]) -> set[str] | None:
         elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
             low, high, inner = av  # type: ignore[misc]
             once = _expand(list(inner))
-            if once is None or high > 2:
-                return None
+            if once is None or (high > 2 and (high != low or len(once) ** low > _MAX_EXPANSION)):
+                return None  # unbounded, or too many strings ("(?: 0){8}" is one string)
             options = set()
             for count in range(low, high + 1):
                 options |= {"".join(p) for p in product(once, repeat=count)}
@@ -183,6 +184,7 @@ class RulesEngine:
             + list(LONG_RUN_SEEDS),
             [pattern for rule in self.rules for pattern in rule.regex],
         )
+        self._prescreen = _prescreen(entries, [p for rule in self.rules for p in rule.regex])
         for pattern, indices in entries.items():
             self._automaton.add_word(pattern, (len(pattern), tuple(indices)))
         self._has_patterns = bool(entries)
@@ -221,6 +223,8 @@ class RulesEngine:
 
     def match(self, text: str, text_views: list[str] | None = None) -> RulesResult:
         """Match the original text (``text_views``: its ``views`` if already computed)."""
+        if self._prescreen is not None and not self._prescreen.could_fire(text):
+            return PASS
         fired_any = False
         pending = list(text_views if text_views is not None else views(text, squeeze=False))
         if self._prefilter is not None and not any(map(self._prefilter.hit, pending)):
@@ -265,6 +269,15 @@ class RulesEngine:
         top = next(r for r in self.rules if r.id == top_match.rule_id)
         action = None if top_match.action == "llm" else Action(top_match.action)
         return RulesResult(action=action, matches=matches, rule=top)
+
+
+def _prescreen(entries: dict[str, list[int]], regexes: list[str]) -> Prescreen | None:
+    """Raw-text patterns for everything that can make a rule fire (worker._prescreen)."""
+    terms = [p for p, indices in entries.items() if any(0 <= i < _UNLESS_BIT for i in indices)]
+    screen = Prescreen.build(terms, [(r, regex_anchors(r)) for r in regexes])
+    if screen is None and (terms or regexes):
+        log.info("prescreen_off", reason="no Hyperscan, or a regex it cannot screen")
+    return screen
 
 
 class _Prefilter:

@@ -1,0 +1,104 @@
+"""The raw-text prescreen: it may send innocent text down the full path, but a text it
+calls clean must fire no rule (a missed block is the one thing it must never cause)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker._policy_file import parse_policy
+from worker.evaluate import load
+from worker.policy import Policy
+from worker.rules import RulesEngine
+
+from .conftest import DATASET
+
+pytest.importorskip("hyperscan")
+
+DATA = Path(__file__).parent / "data" / "rules"
+DEFAULT = Path(__file__).resolve().parent.parent / "worker" / "policies" / "default.yaml"
+MODIFIERS = """
+allow: [kill devil hills]
+reported_speech: [he said]
+rules:
+  - {id: w, action: block, words: [ass, kys, kill yourself, shoot up the school]}
+  - {id: s, action: review, substrings: [crap]}
+  - {id: p, action: flag, prefixes: [scam]}
+  - {id: x, action: flag, suffixes: [phobe]}
+  - {id: d, action: review, domains: [bit.ly]}
+  - {id: n, action: block, words: [you suck], unless: [lollipop]}
+  - {id: digits, action: review, words: [send 1 btc, "1488"]}
+  - {id: r, action: review, regex: [' (free|cheap) (v[i1]agra|cialis)s? ', '(?: 0){4} ']}
+  - {id: l, action: llm, words: [minor]}
+"""
+
+
+def unscreened(engine: RulesEngine) -> RulesEngine:
+    """The same engine with the prescreen off: the full path decides every text."""
+    full = copy.copy(engine)
+    full._prescreen = None
+    return full
+
+
+@pytest.fixture(scope="module")
+def engines() -> list[tuple[RulesEngine, RulesEngine]]:
+    pairs = []
+    for engine in (
+        Policy.load(DEFAULT).for_tenant(None).engine,
+        RulesEngine(parse_policy(MODIFIERS, "modifiers.yaml")),
+    ):
+        assert engine._prescreen is not None
+        pairs.append((engine, unscreened(engine)))
+    return pairs
+
+
+def corpus() -> list[str]:
+    texts = [sample.text for sample in load(DATASET)]
+    for name in ("evasion.jsonl", "innocent.jsonl"):
+        with open(DATA / name, encoding="utf-8") as lines:
+            texts += [json.loads(line)["text"] for line in lines]
+    return texts
+
+
+def test_never_clears_what_the_full_path_fires_on(engines):
+    texts = corpus()
+    for engine, full in engines:
+        fired = [t for t in texts if full.match(t).matches]
+        assert len(fired) > 100  # the evasion corpus is in there
+        missed = [t for t in fired if not engine._prescreen.could_fire(t)]
+        assert missed == []
+        assert all(engine.match(t) == full.match(t) for t in fired[:200])
+
+
+def test_clears_most_ordinary_text(engines):
+    engine, _ = engines[0]
+    texts = [sample.text for sample in load(DATASET)]
+    cleared = sum(not engine._prescreen.could_fire(t) for t in texts)
+    assert cleared > 0.8 * len(texts)  # else the screen costs more than it saves
+    assert not engine._prescreen.could_fire("See you at the Scunthorpe match, 7pm!")
+
+
+# Text built from pieces of terms and every kind of disguise the normaliser undoes.
+_PIECES = st.sampled_from([
+    "ass", "a", "s", "k", "y", "kys", "kill", "yourself", "you", "suck", "crap", "scam",
+    "phobe", "bit", "ly", "send", "1", "btc", "1488", "free", "viagra", "v1agra", "0",
+    "shoot", "up", "the", "school", "minor", "he said", "lollipop", "devil", "hills",
+    "@", "$", "!", "|", "+", "4", "5", "3", "7", "8", "9", "6",
+    " ", "  ", ".", "-", "*", "_", ",", "/", "~", ":", ";", "\n", "'", '"',
+    "\u200b", "\u200d", "\u00ad", "\u0301", "\ufe0f", "\u202e", "\u202c", "\x00",
+    "é", "ä", "ß", "ſ", "о", "а", "у", "ѕ", "і", "ｋ", "ｙ", "ｓ", "𝐤", "ⓨ", "ꜱ", "…", "\u00a0",
+    "KYS", "Ass", "YOU", "我", "🔪", "ss", "sss", "uuu", "lll",
+])
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_PIECES, max_size=14).map("".join))
+def test_never_clears_generated_text_the_full_path_fires_on(engines, text):
+    for engine, full in engines:
+        if full.match(text).matches:
+            assert engine._prescreen.could_fire(text), text

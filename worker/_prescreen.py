@@ -1,0 +1,330 @@
+"""A conservative "could any rule fire?" test on the raw text, before normalisation.
+
+Normalising a message (``worker.normalise``) costs tens of microseconds of Python, and
+most messages match no rule at all. So the policy's terms are also compiled into one
+Hyperscan database over the *original* text's UTF-8: each canonical letter becomes a
+byte class of its case and leetspeak forms, repeated ("fuuuck"), between the same word
+boundaries canonical text has. One scan of a few microseconds answers "nothing here"
+for most messages; only the rest pay for the normaliser and the automaton, which make
+the real decision.
+
+Those patterns only stand for text the normaliser changes one character at a time, so
+the same scan also looks for everything else, and a text holding any of it takes the
+full path: a character that folds to a letter, digit, separator or nothing (accents,
+homoglyphs, fullwidth and mathematical forms, zero-width and bidi controls, combining
+marks), and single letters split by separators ("k.y.s"). The most common of those
+characters in ordinary text (an accented letter, "…", a no-break space) are first
+replaced by what they fold to, which changes no canonical view.
+
+The promise, held by a property test: a text this calls clean fires no rule.
+"""
+
+from __future__ import annotations
+
+import re._constants as _sre
+import re._parser as _sre_parse
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from worker.normalise import LEET_READINGS, SEPARATOR_CHARS, fold
+
+try:  # optional, as in worker.rules: x86-64 wheels on PyPI
+    import hyperscan
+except ImportError:  # pragma: no cover - depends on the platform
+    hyperscan = None
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+_LETTERISH = _ALNUM + "@$!+"  # what the normaliser reads as a spaced-out letter
+_SEPARATORS = SEPARATOR_CHARS + "_"  # "_" folds to a space
+_MATTERS = frozenset(_ALNUM + "".join(LEET_READINGS) + _SEPARATORS)
+_RANGES = (range(0x30000), range(0xE0000, 0xE1000))  # where folds differ from identity
+
+
+def _byte(char: str) -> str:
+    return f"\\x{ord(char):02x}"
+
+
+def _chars(chars: str) -> str:
+    return "[" + "".join(_byte(c) for c in sorted(set(chars))) + "]"
+
+
+def _forms(char: str) -> str:
+    return char + char.upper() + "".join(k for k, v in LEET_READINGS.items() if char in v)
+
+
+def _letter(char: str) -> str:
+    return _chars(_forms(char))
+
+
+_BREAK = "[^" + "".join(_byte(c) for c in _ALNUM + _ALNUM[:26].upper()) + "]"
+def _long_runs() -> list[str]:
+    """Three of a letter in a row ("fuuuck"): canonical views squeeze them, the term
+    patterns do not, so such text takes the full path. A run of leet characters only
+    counts next to a letter ("f000l"), as the normaliser reads it ("$1000" stays)."""
+    patterns = []
+    for char in _ALNUM[:26]:
+        forms, letter = _chars(_forms(char)), _chars(char + char.upper())
+        patterns += [
+            f"{letter}{forms}{forms}", f"{forms}{letter}{forms}", f"{forms}{forms}{letter}"
+        ]
+        if len(_forms(char)) > 2:
+            patterns += [f"[a-zA-Z]{forms}{{3}}", f"{forms}{{3}}[a-zA-Z]"]
+    return patterns
+
+
+def expression(body: str, left: bool, right: bool) -> str | None:
+    """The raw-text pattern for canonical ``body`` (letters, digits, single spaces).
+
+    ``left``/``right``: the canonical pattern starts/ends at a word boundary. None:
+    the body holds characters canonical text never has, so it never matches.
+    """
+    words = body.split()
+    if not words or any(c not in _ALNUM for word in words for c in word):
+        return None
+    middle = f"{_BREAK}+".join("".join(_letter(c) for c in word) for word in words)
+    return (f"(?:^|{_BREAK})" if left else "") + middle + (f"(?:{_BREAK}|$)" if right else "")
+
+
+# A canonical space is a run of non-letters, or the padding at either end: inside a
+# pattern, where Hyperscan allows no "^" or "$", that reads as "any number of them".
+_SPACE = f"{_BREAK}*"
+_ANY_FORM = _chars(_ALNUM + _ALNUM[:26].upper() + "".join(LEET_READINGS))
+_ANY = f"(?:{_ANY_FORM}|{_BREAK}+)"  # any one canonical character
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+def regex_expression(pattern: str) -> str | None:
+    """A raw-text pattern matching wherever a policy regex (written against canonical
+    text) could match a canonical view of that raw text. None: a construct it cannot
+    translate (back-references); the caller screens by the regex's anchors instead.
+
+    Assertions (``\\b``, look-arounds) are dropped and negated classes read as any
+    character: both only widen the pattern, which a screen may do.
+    """
+    items = list(_sre_parse.parse(pattern))
+    head = tail = ""
+    if items and items[0] == (_sre.LITERAL, ord(" ")):
+        head, items = f"(?:^|{_BREAK})", items[1:]
+    if items and items[-1] == (_sre.LITERAL, ord(" ")):
+        tail, items = f"(?:{_BREAK}|$)", items[:-1]
+    try:
+        return head + _items(items) + tail
+    except _Untranslatable:
+        return None
+
+
+def _items(items: list[tuple[object, object]]) -> str:
+    return "".join(_item(op, av) for op, av in items)
+
+
+def _item(op: object, av: object) -> str:
+    if op is _sre.LITERAL:
+        return _literal(chr(av))  # type: ignore[arg-type]
+    if op is _sre.IN:
+        return _in(av)  # type: ignore[arg-type]
+    if op in (_sre.ANY, _sre.NOT_LITERAL):
+        return _ANY
+    if op is _sre.SUBPATTERN:
+        return f"(?:{_items(list(av[-1]))})"  # type: ignore[index]
+    if op is _sre.BRANCH:
+        return "(?:" + "|".join(_items(list(b)) for b in av[1]) + ")"  # type: ignore[index]
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+        low, high, inner = av  # type: ignore[misc]
+        top = "" if high is _sre.MAXREPEAT else str(high)
+        return f"(?:{_items(list(inner))}){{{low},{top}}}"
+    if op is _sre.AT:
+        return {"AT_BEGINNING": "^", "AT_BEGINNING_STRING": "^", "AT_END": "$",
+                "AT_END_STRING": "$"}.get(str(av), "")
+    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return ""
+    if op is _sre.CATEGORY:
+        return _category(av)
+    raise _Untranslatable(str(op))
+
+
+def _literal(char: str) -> str:
+    if char == " ":
+        return _SPACE
+    if char in _ALNUM:
+        return _letter(char)
+    return _ANY  # canonical text holds no other character: widen, never fail
+
+
+def _category(category: object) -> str:
+    name = str(category)
+    if name == "CATEGORY_DIGIT":
+        return _chars("0123456789")
+    if name == "CATEGORY_SPACE":
+        return _SPACE
+    if name == "CATEGORY_WORD":
+        return _ANY_FORM
+    return _ANY  # negated categories: widen
+
+
+def _in(members: list[tuple[object, object]]) -> str:
+    forms: set[str] = set()
+    space = False
+    for op, av in members:
+        if op is _sre.NEGATE:
+            return _ANY
+        if op is _sre.LITERAL:
+            chars = [chr(av)]  # type: ignore[arg-type]
+        elif op is _sre.RANGE:
+            low, high = av  # type: ignore[misc]
+            chars = [chr(c) for c in range(low, min(high, 0x7F) + 1)]
+        elif op is _sre.CATEGORY:
+            name = str(av)
+            if name == "CATEGORY_DIGIT":
+                chars = list("0123456789")
+            elif name == "CATEGORY_SPACE":
+                chars = [" "]
+            elif name == "CATEGORY_WORD":
+                chars = list(_ALNUM)
+            else:
+                return _ANY
+        else:
+            return _ANY
+        for char in chars:
+            if char == " ":
+                space = True
+            elif char in _ALNUM:
+                forms |= set(_forms(char))
+    parts = ([_chars("".join(forms))] if forms else []) + ([_SPACE] if space else [])
+    return "(?:" + "|".join(parts) + ")" if parts else _ANY
+
+
+@dataclass(frozen=True, slots=True)
+class _Special:
+    """Non-ASCII characters canonical views do not simply read as a break."""
+
+    letters: set[int]  # folds to letters, digits or leet characters
+    dropped: set[int]  # folds to nothing: joins its neighbours
+    separators: set[int]  # folds to separators: may split "k.y.s"
+
+
+@lru_cache(maxsize=1)
+def _special_characters() -> _Special:
+    special = _Special(set(), {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set())
+    for block in _RANGES:
+        for code in block:
+            if code < 0x80 or 0xD800 <= code < 0xE000:
+                continue
+            folded = fold(chr(code))
+            if not folded:
+                special.dropped.add(code)
+            elif all(c in _SEPARATORS for c in folded):
+                special.separators.add(code)
+            elif any(c in _MATTERS for c in folded):
+                special.letters.add(code)
+    return special
+
+
+def _utf8(codes: set[int]) -> str:
+    by_prefix: dict[bytes, set[int]] = {}
+    for code in codes:
+        encoded = chr(code).encode()
+        by_prefix.setdefault(encoded[:-1], set()).add(encoded[-1])
+    return "(?:" + "|".join(
+        "".join(f"\\x{b:02x}" for b in prefix) + _byte_ranges(last)
+        for prefix, last in sorted(by_prefix.items())
+    ) + ")"
+
+
+@lru_cache(maxsize=1)
+def _triggers() -> list[str]:
+    """What the term patterns do not stand for: such text takes the full path.
+
+    Tried and dropped: a second database whose letters also stood for accented forms
+    and repeats, for those texts only; Hyperscan took ~0.4 s per pattern to compile
+    it (multi-byte alternations under repeats), minutes for a 2,000-term policy."""
+    special = _special_characters()
+    letterish = _chars(_LETTERISH + _LETTERISH[:26].upper())
+    not_letterish = letterish.replace("[", "[^", 1)
+    separator = f"(?:{_chars(_SEPARATORS)}|{_utf8(special.separators)})"
+    return [
+        _utf8(special.letters),  # "é", Cyrillic "о", "𝐟", "ⓕ", "ß"
+        letterish + _utf8(special.dropped),  # "f\u200buck": a vanishing character joins
+        # single letters split by separators, as worker.normalise collapses them
+        f"(?:^|{not_letterish}){letterish}{separator}+{letterish}{separator}+{letterish}"
+        f"(?:{not_letterish}|$)",
+        *_long_runs(),
+    ]
+
+
+def _byte_ranges(values: set[int]) -> str:
+    ordered = sorted(values)
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for value in [*ordered[1:], -1]:
+        if value == prev + 1:
+            prev = value
+            continue
+        parts.append(f"\\x{start:02x}" + (f"-\\x{prev:02x}" if prev != start else ""))
+        start = prev = value
+    return "[" + "".join(parts) + "]"
+
+
+class Prescreen:
+    """Compiled raw-text patterns; ``could_fire(text)`` is the whole API."""
+
+    def __init__(self, database: object) -> None:
+        self._database = database
+        self._local = threading.local()
+
+    @classmethod
+    def build(
+        cls, terms: list[str], regexes: list[tuple[str, list[str] | None]]
+    ) -> Prescreen | None:
+        """``terms``: canonical patterns (" kill you "); ``regexes``: each with its
+        literal anchors. None: nothing to screen, or a regex neither translates nor
+        anchors, so nothing short of running it can rule it out."""
+        if hyperscan is None or not (terms or regexes):
+            return None
+        patterns = [(p, False) for p in _triggers()]  # (pattern, approximate)
+        for term in terms:
+            pattern = expression(term.strip(), term.startswith(" "), term.endswith(" "))
+            if pattern is not None:
+                patterns.append((pattern, False))
+        for regex, anchors in regexes:
+            translated = regex_expression(regex)
+            if translated is not None:
+                patterns.append((translated, True))
+            elif anchors is None:
+                return None
+            else:
+                for a in anchors:
+                    pattern = expression(a.strip(), a.startswith(" "), a.endswith(" "))
+                    if pattern is not None:
+                        patterns.append((pattern, False))
+        single = hyperscan.HS_FLAG_SINGLEMATCH
+        database = hyperscan.Database()
+        database.compile(
+            expressions=[p.encode() for p, _ in patterns],
+            ids=list(range(len(patterns))),
+            elements=len(patterns),
+            # Hyperscan may widen a translated regex further: a superset is fine
+            flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
+        )
+        return cls(database)
+
+    def could_fire(self, text: str) -> bool:
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
+            return True
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:  # Hyperscan scratch space is per thread
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        try:
+            self._database.scan(data, match_event_handler=_stop, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return True
+        return False
+
+
+def _stop(*_: object) -> bool:
+    return True  # the first match answers the question
