@@ -83,6 +83,17 @@ def test_clears_most_ordinary_text(engines):
     assert not engine._prescreen.could_fire("See you at the Scunthorpe match, 7pm!")
 
 
+@pytest.mark.parametrize("text", [
+    "\u202eflesruoy llik",  # shown as "kill yourself"
+    "go \u202eflesruoy llik\u202c now",
+    "k\u200by\u200bs", "a.s.s", "kyyyys", "what an @ss", "kÿs", "𝐤𝐲𝐬", "ｋｙｓ", "k y s",
+])
+def test_sends_every_disguise_down_the_full_path(engines, text):
+    engine, full = engines[1]
+    assert full.match(text).matches, text  # the disguises the normaliser undoes
+    assert engine._prescreen.could_fire(text)
+
+
 # Text built from pieces of terms and every kind of disguise the normaliser undoes.
 _PIECES = st.sampled_from([
     "ass", "a", "s", "k", "y", "kys", "kill", "yourself", "you", "suck", "crap", "scam",
@@ -93,6 +104,7 @@ _PIECES = st.sampled_from([
     "\u200b", "\u200d", "\u00ad", "\u0301", "\ufe0f", "\u202e", "\u202c", "\x00",
     "é", "ä", "ß", "ſ", "о", "а", "у", "ѕ", "і", "ｋ", "ｙ", "ｓ", "𝐤", "ⓨ", "ꜱ", "…", "\u00a0",
     "KYS", "Ass", "YOU", "我", "🔪", "ss", "sss", "uuu", "lll",
+    "syk", "flesruoy", "llik", "uoy", "kcus", "\u202e", "\u202e", "\u2069",
 ])
 
 

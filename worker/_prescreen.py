@@ -220,6 +220,8 @@ def _special_characters() -> _Special:
                 special.separators.add(code)
             elif any(c in _MATTERS for c in folded):
                 special.letters.add(code)
+    special.letters.add(0x202E)  # right-to-left override: views read what follows reversed
+    special.dropped.discard(0x202E)
     return special
 
 
@@ -246,7 +248,7 @@ def _triggers() -> list[str]:
     not_letterish = letterish.replace("[", "[^", 1)
     separator = f"(?:{_chars(_SEPARATORS)}|{_utf8(special.separators)})"
     return [
-        _utf8(special.letters),  # "é", Cyrillic "о", "𝐟", "ⓕ", "ß"
+        _utf8(special.letters),  # "é", Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
         letterish + _utf8(special.dropped),  # "f\u200buck": a vanishing character joins
         # single letters split by separators, as worker.normalise collapses them
         f"(?:^|{not_letterish}){letterish}{separator}+{letterish}{separator}+{letterish}"
