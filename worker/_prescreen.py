@@ -21,13 +21,15 @@ The promise, held by a property test: a text this calls clean fires no rule.
 
 from __future__ import annotations
 
+import re
 import re._constants as _sre
 import re._parser as _sre_parse
 import threading
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from worker.normalise import LEET_READINGS, SEPARATOR_CHARS, fold
+from worker.normalise import LEET_READINGS, SEPARATOR_CHARS, fold, unspaced
 
 try:  # optional, as in worker.rules: x86-64 wheels on PyPI
     import hyperscan
@@ -53,8 +55,11 @@ def _forms(char: str) -> str:
     return char + char.upper() + "".join(k for k, v in LEET_READINGS.items() if char in v)
 
 
+_ONE = "\ue001"  # after a one-character atom: "" in the first database, "+" in the second
+
+
 def _letter(char: str) -> str:
-    return _chars(_forms(char))
+    return _chars(_forms(char)) + _ONE
 
 
 _BREAK = "[^" + "".join(_byte(c) for c in _ALNUM + _ALNUM[:26].upper()) + "]"
@@ -90,7 +95,7 @@ def expression(body: str, left: bool, right: bool) -> str | None:
 # pattern, where Hyperscan allows no "^" or "$", that reads as "any number of them".
 _SPACE = f"{_BREAK}*"
 _ANY_FORM = _chars(_ALNUM + _ALNUM[:26].upper() + "".join(LEET_READINGS))
-_ANY = f"(?:{_ANY_FORM}|{_BREAK}+)"  # any one canonical character
+_ANY = f"(?:{_ANY_FORM}{_ONE}|{_BREAK}+)"  # any one canonical character
 
 
 class _Untranslatable(Exception):
@@ -157,11 +162,11 @@ def _literal(char: str) -> str:
 def _category(category: object) -> str:
     name = str(category)
     if name == "CATEGORY_DIGIT":
-        return _chars("0123456789")
+        return _chars("0123456789") + _ONE
     if name == "CATEGORY_SPACE":
         return _SPACE
     if name == "CATEGORY_WORD":
-        return _ANY_FORM
+        return _ANY_FORM + _ONE
     return _ANY  # negated categories: widen
 
 
@@ -193,8 +198,15 @@ def _in(members: list[tuple[object, object]]) -> str:
                 space = True
             elif char in _ALNUM:
                 forms |= set(_forms(char))
-    parts = ([_chars("".join(forms))] if forms else []) + ([_SPACE] if space else [])
+    parts = ([_chars("".join(forms)) + _ONE] if forms else []) + ([_SPACE] if space else [])
     return "(?:" + "|".join(parts) + ")" if parts else _ANY
+
+
+# Characters that fold to nothing and are frequent in ordinary text (accents, zero-width,
+# soft hyphen, variation selectors): the second look drops them itself. A small class,
+# so that re scans for it quickly; the rest send a text that needs them down the full path.
+_VANISHING = re.compile("[\u0300-\u036f\u00ad\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff]+")
+_ACCENTS = re.compile("[\u0300-\u036f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,27 +214,47 @@ class _Special:
     """Non-ASCII characters canonical views do not simply read as a break."""
 
     letters: set[int]  # folds to letters, digits or leet characters
-    dropped: set[int]  # folds to nothing: joins its neighbours
+    latin: set[int]  # of those, an ASCII letter plus combining accents ("é", "Å")
+    dropped: set[int]  # folds to nothing (joins its neighbours), but not in ``vanishing``
+    vanishing: set[int]  # the frequent ones: accents, zero-width, soft hyphen, selectors
     separators: set[int]  # folds to separators: may split "k.y.s"
 
 
 @lru_cache(maxsize=1)
 def _special_characters() -> _Special:
-    special = _Special(set(), {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set())
+    special = _Special(
+        set(), set(), {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set()
+    )
     for block in _RANGES:
         for code in block:
             if code < 0x80 or 0xD800 <= code < 0xE000:
                 continue
             folded = fold(chr(code))
             if not folded:
-                special.dropped.add(code)
+                (special.vanishing if _VANISHING.match(chr(code)) else special.dropped).add(code)
             elif all(c in _SEPARATORS for c in folded):
-                special.separators.add(code)
+                decomposed = unicodedata.normalize("NFKD", chr(code))
+                if decomposed.isascii() and decomposed == folded:  # "…", no-break space
+                    special.separators.add(code)
+                else:
+                    special.letters.add(code)
             elif any(c in _MATTERS for c in folded):
-                special.letters.add(code)
+                base = _ACCENTS.sub("", unicodedata.normalize("NFKD", chr(code)))
+                if len(base) == 1 and base.isascii() and base.isalpha() and base.lower() == folded:
+                    special.latin.add(code)
+                else:
+                    special.letters.add(code)
     special.letters.add(0x202E)  # right-to-left override: views read what follows reversed
     special.dropped.discard(0x202E)
     return special
+
+
+def _ascii(text: str) -> str:
+    """What the second look reads: compatibility forms decomposed, the frequent
+    characters that fold to nothing dropped, any other non-ASCII character a "?" (a word
+    break, as in canonical text)."""
+    decomposed = _VANISHING.sub("", unicodedata.normalize("NFKD", text))
+    return decomposed.encode("ascii", "replace").decode()
 
 
 def _utf8(codes: set[int]) -> str:
@@ -237,23 +269,29 @@ def _utf8(codes: set[int]) -> str:
 
 
 @lru_cache(maxsize=1)
-def _triggers() -> list[str]:
-    """What the term patterns do not stand for: such text takes the full path.
-
-    Tried and dropped: a second database whose letters also stood for accented forms
-    and repeats, for those texts only; Hyperscan took ~0.4 s per pattern to compile
-    it (multi-byte alternations under repeats), minutes for a 2,000-term policy."""
+def _triggers() -> list[tuple[str, str]]:
+    """What the first database's term patterns do not stand for, and what to do then:
+    "full" (the full path), or "latin", "spaced", "runs" (the second look, see
+    ``Prescreen.could_fire``)."""
     special = _special_characters()
     letterish = _chars(_LETTERISH + _LETTERISH[:26].upper())
     not_letterish = letterish.replace("[", "[^", 1)
     separator = f"(?:{_chars(_SEPARATORS)}|{_utf8(special.separators)})"
+    latin, dropped, vanishing = (
+        _utf8(special.latin), _utf8(special.dropped), _utf8(special.vanishing)
+    )
+    letter_like = f"(?:{letterish}|{latin})"
     return [
-        _utf8(special.letters),  # "é", Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
-        letterish + _utf8(special.dropped),  # "f\u200buck": a vanishing character joins
+        (_utf8(special.letters), "full"),  # Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
+        (latin, "latin"),  # "é", "Å", "ｋ"
+        (f"{letterish}{vanishing}", "latin"),  # "f\u200buck", "e\u0301"
+        # a rarer character folding to nothing, after a letter or another such: it
+        # may join letters, and the second look does not drop it
+        (f"(?:{letter_like}|{vanishing}|{dropped}){dropped}", "full"),
         # single letters split by separators, as worker.normalise collapses them
-        f"(?:^|{not_letterish}){letterish}{separator}+{letterish}{separator}+{letterish}"
-        f"(?:{not_letterish}|$)",
-        *_long_runs(),
+        (f"(?:^|{not_letterish}){letter_like}{separator}+{letter_like}{separator}+"
+         f"{letter_like}(?:{not_letterish}|$)", "spaced"),
+        *((run, "runs") for run in _long_runs()),
     ]
 
 
@@ -271,10 +309,17 @@ def _byte_ranges(values: set[int]) -> str:
 
 
 class Prescreen:
-    """Compiled raw-text patterns; ``could_fire(text)`` is the whole API."""
+    """Compiled raw-text patterns; ``could_fire(text)`` is the whole API.
 
-    def __init__(self, database: object) -> None:
-        self._database = database
+    Two databases: the first stands for ASCII letters once each and runs on every text;
+    the second lets each letter repeat ("fuuuck") and looks again at the texts the first
+    flagged for accents, repeats or spaced-out letters, after reading them as ASCII and
+    joining the spaced letters, so that most of those skip the full path too.
+    """
+
+    def __init__(self, first: object, second: object, kinds: list[str]) -> None:
+        self._first, self._second = first, second
+        self._kinds = kinds  # per trigger pattern id
         self._local = threading.local()
 
     @classmethod
@@ -286,7 +331,7 @@ class Prescreen:
         anchors, so nothing short of running it can rule it out."""
         if hyperscan is None or not (terms or regexes):
             return None
-        patterns = [(p, False) for p in _triggers()]  # (pattern, approximate)
+        patterns: list[tuple[str, bool]] = []  # (pattern, approximate)
         for term in terms:
             pattern = expression(term.strip(), term.startswith(" "), term.endswith(" "))
             if pattern is not None:
@@ -302,30 +347,82 @@ class Prescreen:
                     pattern = expression(a.strip(), a.startswith(" "), a.endswith(" "))
                     if pattern is not None:
                         patterns.append((pattern, False))
-        single = hyperscan.HS_FLAG_SINGLEMATCH
-        database = hyperscan.Database()
-        database.compile(
-            expressions=[p.encode() for p, _ in patterns],
-            ids=list(range(len(patterns))),
-            elements=len(patterns),
-            # Hyperscan may widen a translated regex further: a superset is fine
-            flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
-        )
-        return cls(database)
+        triggers = _triggers()
+        first = [(p, False) for p, _ in triggers] + [
+            (p.replace(_ONE, ""), a) for p, a in patterns
+        ]
+        second = [(p.replace(_ONE, "+"), a) for p, a in patterns]
+        return cls(_compile(first), _compile(second), [kind for _, kind in triggers])
 
     def could_fire(self, text: str) -> bool:
         try:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:  # Hyperscan scratch space is per thread
-            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        first, second = self._scratch()
+        kinds, seen = self._kinds, set()
+
+        def on_match(pattern: int, *_: object) -> bool:
+            if pattern < len(kinds) and kinds[pattern] != "full":
+                seen.add(kinds[pattern])
+                return False  # the second look decides; scan on
+            return True  # a term, or something only the full path reads: stop
+
         try:
-            self._database.scan(data, match_event_handler=_stop, scratch=scratch)
+            self._first.scan(data, match_event_handler=on_match, scratch=first)
         except hyperscan.ScanTerminated:
             return True
+        if not seen:
+            return False
+        return self._second_look(text if text.isascii() else _ascii(text), first, second)
+
+    def _second_look(self, plain: str, first: object, second: object) -> bool:
+        """``plain`` (ASCII) as it is and with spaced-out letters joined: the first
+        database again, and the second (letters may repeat) where it finds long runs."""
+        variants = [plain]
+        joined = unspaced(fold(plain))
+        if joined is not None:
+            variants.append(joined)
+        kinds, runs = self._kinds, []
+
+        def on_match(pattern: int, *_: object) -> bool:
+            if pattern < len(kinds) and kinds[pattern] != "full":
+                if kinds[pattern] == "runs":
+                    runs.append(pattern)
+                return False  # spaced letters: the joined variant covers them
+            return True
+
+        for variant in variants:
+            data = variant.encode()
+            runs.clear()
+            try:
+                self._first.scan(data, match_event_handler=on_match, scratch=first)
+                if runs:
+                    self._second.scan(data, match_event_handler=_stop, scratch=second)
+            except hyperscan.ScanTerminated:
+                return True
         return False
+
+    def _scratch(self) -> tuple[object, object]:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:  # Hyperscan scratch space is per thread
+            scratch = self._local.scratch = (
+                hyperscan.Scratch(self._first), hyperscan.Scratch(self._second)
+            )
+        return scratch
+
+
+def _compile(patterns: list[tuple[str, bool]]) -> object:
+    single = hyperscan.HS_FLAG_SINGLEMATCH
+    database = hyperscan.Database()
+    database.compile(
+        expressions=[p.encode() for p, _ in patterns],
+        ids=list(range(len(patterns))),
+        elements=len(patterns),
+        # Hyperscan may widen a translated regex further: a superset is fine
+        flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
+    )
+    return database
 
 
 def _stop(*_: object) -> bool:

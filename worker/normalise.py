@@ -109,6 +109,15 @@ def _fold(text: str) -> str:
     return _SPECIAL.sub(_map_char, unicodedata.normalize("NFKD", text).casefold())
 
 
+def unspaced(folded: str) -> str | None:
+    """``folded`` (see ``fold``) with spaced-out letters joined ("k y s" -> "kys"), as
+    the canonical views join them; None when it has none."""
+    if _SPACED_HINT.search(" " + folded) is None:
+        return None
+    joined = _SPACED_LETTERS.sub(_unspace, folded)
+    return joined if joined != folded else None
+
+
 def fold(text: str) -> str:
     """The per-character part of normalisation alone (see ``_fold``)."""
     return _fold(text)
