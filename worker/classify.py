@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+import orjson
 import pybreaker
 import structlog
-from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from worker._prompt import PROMPT_VERSION, RESPONSE_FORMAT, SYSTEM_PROMPT, user_message
@@ -24,15 +24,6 @@ from worker.models import CATEGORIES
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.classify")
-
-
-class _Entry(BaseModel):
-    i: int
-    s: list[int]
-
-
-class _Reply(BaseModel):
-    r: list[_Entry]
 
 
 @dataclass(slots=True)
@@ -43,13 +34,19 @@ class CallUsage:
     calls: int = 0
 
     def add(self, usage: Any) -> None:
+        """Count one call; ``usage`` is the reply's ``usage`` object as parsed JSON."""
         self.calls += 1
-        if usage is None:
+        if not isinstance(usage, dict):
             return
-        self.prompt_tokens += usage.prompt_tokens or 0
-        self.completion_tokens += usage.completion_tokens or 0
-        details = getattr(usage, "prompt_tokens_details", None)
-        self.cached_tokens += (getattr(details, "cached_tokens", 0) or 0) if details else 0
+        self.prompt_tokens += _count(usage.get("prompt_tokens"))
+        self.completion_tokens += _count(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            self.cached_tokens += _count(details.get("cached_tokens"))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(slots=True)
@@ -88,22 +85,48 @@ def _retry_after(exc: BaseException | None) -> float | None:
         return None
 
 
+_N_CATEGORIES = len(CATEGORIES)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool, not float: the schema says integer
+
+
 def parse_reply(content: str | None, expected: int) -> dict[int, tuple[float, ...]]:
-    """Scores by item position; items with invalid entries are left out."""
+    """Scores by item position; items with invalid entries are left out.
+
+    Checked by hand after ``orjson.loads``: a pydantic model here cost more CPU than the
+    rest of the reply handling, and the shape is small.
+    """
     if content is None:
         raise ReplyError("empty reply")
     try:
-        reply = _Reply.model_validate_json(content)
-    except ValidationError as exc:
-        raise ReplyError(f"reply does not match the schema ({exc.error_count()} errors)") from None
+        reply = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise ReplyError("reply is not JSON") from None
+    entries = reply.get("r") if isinstance(reply, dict) else None
+    if not isinstance(entries, list):
+        raise ReplyError("reply does not match the schema (no list 'r')")
     found: dict[int, tuple[float, ...]] = {}
-    for entry in reply.r:
-        if not 0 <= entry.i < expected or entry.i in found:
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ReplyError("reply does not match the schema (an entry is not an object)")
+        i, s = entry.get("i"), entry.get("s")
+        if not _is_int(i) or not isinstance(s, list):
+            raise ReplyError("reply does not match the schema (entry without 'i' or 's')")
+        if not 0 <= i < expected or i in found:
             continue
-        if len(entry.s) != len(CATEGORIES) or any(not 0 <= v <= 100 for v in entry.s):
+        if len(s) != _N_CATEGORIES or not all(_is_int(v) and 0 <= v <= 100 for v in s):
             continue
-        found[entry.i] = tuple(v / 100 for v in entry.s)
+        found[i] = tuple(v / 100 for v in s)
     return found
+
+
+def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ReplyError("reply has no choices")
+    return choices[0]
 
 
 class Classifier:
@@ -136,8 +159,14 @@ class Classifier:
         backoff = min(0.25 * 2 ** (state.attempt_number - 1), 4.0)
         return backoff / 2 + random.uniform(0, backoff / 2)  # jitter: no thundering herd
 
-    def _call_once(self, items: list[tuple[str, str | None]], timeout: float) -> Any:
-        return self._client.chat.completions.create(
+    def _call_once(self, items: list[tuple[str, str | None]], timeout: float) -> dict[str, Any]:
+        """One request through the openai client; the reply body is parsed here.
+
+        ``with_raw_response`` keeps everything the client does (auth, errors mapped to
+        ``openai`` exceptions, timeouts) but skips building the typed ``ChatCompletion``
+        model, which cost more CPU than the HTTP exchange itself; we read four fields.
+        """
+        raw = self._client.chat.completions.with_raw_response.create(
             model=self.model,
             messages=[
                 {"role": "system", "content": SYSTEM_PROMPT},
@@ -150,8 +179,15 @@ class Classifier:
             ),
             timeout=timeout,
         )
+        try:
+            body = orjson.loads(raw.content)
+        except orjson.JSONDecodeError:
+            raise ReplyError("response body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ReplyError("response body is not a JSON object")
+        return body
 
-    def _complete(self, items: list[tuple[str, str | None]], deadline: float) -> Any:
+    def _complete(self, items: list[tuple[str, str | None]], deadline: float) -> dict[str, Any]:
         """One completion, retried on transient errors until ``deadline`` (monotonic)."""
 
         def stop(state: RetryCallState) -> bool:
@@ -185,13 +221,18 @@ class Classifier:
                 break
             try:
                 response = self._complete([items[i] for i in pending], deadline)
-                result.usage.add(response.usage)
-                choice = response.choices[0]
-                if choice.finish_reason == "length":
+                result.usage.add(response.get("usage"))
+                choice = _first_choice(response)
+                if choice.get("finish_reason") == "length":
                     raise ReplyError("reply cut off (finish_reason=length)")
-                if getattr(choice.message, "refusal", None):
+                message = choice.get("message")
+                if not isinstance(message, dict):
+                    raise ReplyError("reply has no message")
+                if message.get("refusal"):
                     raise ReplyError("model refused")
-                found = parse_reply(choice.message.content, len(pending))
+                content = message.get("content")
+                found = parse_reply(content if isinstance(content, str) else None,
+                                    len(pending))
             except ReplyError as exc:
                 log.warning("llm_bad_reply", error=str(exc), items=len(pending), round=round_)
                 for i in pending:

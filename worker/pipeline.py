@@ -31,7 +31,14 @@ from worker.models import (
     Verdict,
 )
 from worker.normalise import cache_form
-from worker.policy import Policy, PolicyStore, TenantPolicy, decide, fallback_action
+from worker.policy import (
+    Policy,
+    PolicyStore,
+    TenantPolicy,
+    decide,
+    decide_scores,
+    fallback_action,
+)
 from worker.rules import RulesResult
 from worker.settings import Settings
 from worker.validate import DeadReason, Envelope, InvalidMessage, validate
@@ -319,7 +326,7 @@ class Pipeline:
         model: str | None,
     ) -> Verdict:
         by_category = dict(zip(CATEGORIES, scores, strict=True))
-        action, categories = decide(by_category, pending.tenant.thresholds)
+        action, categories = decide_scores(scores, pending.tenant.limits)
         return Verdict(
             **self._base(pending.request, pending.envelope, pending.received, pending.policy),
             action=action,

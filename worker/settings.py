@@ -60,8 +60,13 @@ class Settings(BaseSettings):
     token_budget: int = Field(default=1024, description="Tokens of text sent to the LLM.")
 
     # Throughput.
-    batch_size: int = 16
+    batch_size: int = 64
     batch_wait_ms: float = 30.0
+    batch_eager_below: int = Field(
+        default=4,
+        description="Flush a partial batch at once while fewer LLM batches are in flight "
+        "(light load: no wait; costs at most this many calls per LLM latency).",
+    )
     concurrency: int = Field(default=48, description="LLM batches in flight per process.")
     prefetch: int = 1024
     cache_size: int = 100_000

@@ -71,6 +71,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# One decoder for every message: ``json.loads`` with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite, object_pairs_hook=_no_duplicates
+)
+
+# Re-serialising metadata (json.dumps, ", " and ": " separators) grows it at most this much
+# over its raw bytes: strings never grow, a separator adds one byte, and the worst number is
+# "1e15" (4 bytes) -> "1000000000000000.0" (18). A smaller body cannot break the limit.
+_METADATA_GROWTH = 5
+
+
+def _maybe_surrogates(decoded: str) -> bool:
+    """Lone surrogates can only come from a \\uD800-\\uDFFF escape (UTF-8 cannot carry them)."""
+    return "\\ud" in decoded or "\\uD" in decoded
+
+
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth, stopping early once past ``limit``."""
     stack = [(value, 1)]
@@ -107,12 +123,7 @@ def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
             DeadReason.INVALID_UTF8, f"body is not UTF-8 (byte {exc.start})"
         ) from None
     try:
-        data = json.loads(
-            decoded,
-            parse_constant=_reject_constant,
-            parse_float=_finite,
-            object_pairs_hook=_no_duplicates,
-        )
+        data = _DECODER.decode(decoded)
     except RecursionError:
         raise InvalidMessage(DeadReason.TOO_DEEP, "JSON nesting too deep") from None
     except ValueError as exc:
@@ -122,8 +133,12 @@ def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
             DeadReason.NOT_OBJECT, f"expected a JSON object, got {type(data).__name__}"
         )
     metadata = data.get("metadata")
-    if isinstance(metadata, dict | list) and _depth(metadata, settings.max_json_depth) > (
-        settings.max_json_depth
+    limit = settings.max_json_depth
+    if (
+        isinstance(metadata, dict | list)
+        # nesting needs an opening bracket per level: too few in the body, no need to walk
+        and decoded.count("{") + decoded.count("[") > limit
+        and _depth(metadata, limit) > limit
     ):
         raise InvalidMessage(
             DeadReason.TOO_DEEP, f"metadata nested deeper than {settings.max_json_depth}"
@@ -145,6 +160,11 @@ def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
             DeadReason.TEXT_TOO_LONG,
             f"text is {len(request.text)} characters, limit {settings.max_text_chars}",
         )
+    surrogates = _maybe_surrogates(decoded)
+    if not surrogates and (
+        request.metadata is None or len(body) * _METADATA_GROWTH <= settings.max_metadata_bytes
+    ):
+        return request  # nothing below can fail: skip the work (most messages)
     try:
         for value in (request.id, request.text, request.tenant, request.context):
             if value:

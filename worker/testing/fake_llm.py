@@ -41,6 +41,7 @@ LEXICON: dict[str, tuple[str, ...]] = {
 }
 _DIRECTIVE = re.compile(r"\[\[score:([^\]]*)\]\]")
 _ITEM = re.compile(r"^(\d+): (\".*\")$", re.MULTILINE)
+_TAG = re.compile(r" #(\d+)$")
 FAULTS = ("429", "500", "timeout", "malformed", "truncated", "refusal", "missing", "disconnect")
 
 
@@ -72,6 +73,12 @@ class FakeLLMState:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_fault: dict[str, int] = field(default_factory=dict)
+    # With ``record`` on (the benchmark turns it on), each answered call is kept as
+    # (its own latency in ms, the " #<n>" tags ending its items' texts), so the benchmark
+    # can subtract the simulator's actual latency of each message's call from its
+    # end-to-end latency instead of the configured mean.
+    record: bool = False
+    calls: list[tuple[float, list[int]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> str | None:
@@ -117,7 +124,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self) -> None:
+        if self.path.endswith("/_stats"):  # the recorded calls, then forget them
+            state = self.server.state
+            with state.lock:
+                calls, state.calls = state.calls, []
+            self._send(200, {"requests": state.requests, "calls": calls})
+            return
+        self._send(404, {"error": {"message": "not found"}})
+
     def do_POST(self) -> None:
+        started = time.monotonic()
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         if self.path.endswith("/_control"):
@@ -146,7 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self._send(200, self.server.complete(request, fault))
+        reply = self.server.complete(request, fault)
+        tags = reply.pop("_tags")
+        self._send(200, reply)
+        if state.record:
+            own_ms = (time.monotonic() - started) * 1000
+            with state.lock:
+                state.calls.append((own_ms, tags))
 
 
 class _Server(ThreadingHTTPServer):
@@ -163,7 +186,7 @@ class _Server(ThreadingHTTPServer):
         with state.lock:
             state.faults.extend(request.get("faults", []))
             state.fault_rates.update(request.get("rates", {}))
-            for key in ("latency_ms", "jitter_ms", "gullible", "timeout_s"):
+            for key in ("latency_ms", "jitter_ms", "gullible", "timeout_s", "record"):
                 if key in request:
                     setattr(state, key, request[key])
 
@@ -200,7 +223,11 @@ class _Server(ThreadingHTTPServer):
             self.state.items += len(items)
             self.state.prompt_tokens += prompt_tokens
             self.state.completion_tokens += completion_tokens
+        tags = (
+            [int(m.group(1)) for t in items if (m := _TAG.search(t))] if self.state.record else []
+        )
         return {
+            "_tags": tags,
             "id": f"chatcmpl-fake-{self.state.requests}",
             "object": "chat.completion",
             "created": int(time.time()),
