@@ -374,6 +374,12 @@ class Prescreen:
             return True
         if not seen:
             return False
+        if seen == {"runs"}:  # nothing but repeats to allow for: these very bytes again
+            try:
+                self._second.scan(data, match_event_handler=_stop, scratch=second)
+            except hyperscan.ScanTerminated:
+                return True
+            return False
         return self._second_look(text if text.isascii() else _ascii(text), first, second)
 
     def _second_look(self, plain: str, first: object, second: object) -> bool:
