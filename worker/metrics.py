@@ -52,7 +52,7 @@ LLM_TOKENS = Counter("moderation_llm_tokens", "LLM tokens", ["kind"])
 LLM_COST = Counter("moderation_llm_cost_usd", "LLM cost in USD")
 CACHE = Counter("moderation_cache_lookups", "Score cache lookups", ["result"])
 BATCH_SIZE = Histogram(
-    "moderation_llm_batch_size", "Messages per LLM call", buckets=(1, 2, 4, 8, 12, 16, 24, 32)
+    "moderation_llm_batch_size", "Messages per LLM call", buckets=(1, 2, 4, 8, 16, 32, 48, 64, 128)
 )
 ERRORS = Counter("moderation_errors", "Errors by kind", ["kind"])
 INFLIGHT = Gauge("moderation_inflight_messages", "Requests received and not yet acked")
