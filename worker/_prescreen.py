@@ -1,20 +1,22 @@
 """A conservative "could any rule fire?" test on the raw text, before normalisation.
 
 Normalising a message (``worker.normalise``) costs tens of microseconds of Python, and
-most messages match no rule at all. So the policy's terms are also compiled into one
-Hyperscan database over the *original* text's UTF-8: each canonical letter becomes a
-byte class of its case and leetspeak forms, repeated ("fuuuck"), between the same word
-boundaries canonical text has. One scan of a few microseconds answers "nothing here"
-for most messages; only the rest pay for the normaliser and the automaton, which make
-the real decision.
+most messages match no rule at all. So the policy's terms (and its regexes, translated)
+are also compiled into one Hyperscan database over the *original* text's UTF-8: each
+canonical letter becomes a byte class of its case and leetspeak forms, between the same
+word boundaries canonical text has. One scan of a few microseconds answers "nothing
+here" for most messages; only the rest pay for the normaliser and the automaton, which
+make the real decision.
 
 Those patterns only stand for text the normaliser changes one character at a time, so
-the same scan also looks for everything else, and a text holding any of it takes the
-full path: a character that folds to a letter, digit, separator or nothing (accents,
-homoglyphs, fullwidth and mathematical forms, zero-width and bidi controls, combining
-marks), and single letters split by separators ("k.y.s"). The most common of those
-characters in ordinary text (an accented letter, "…", a no-break space) are first
-replaced by what they fold to, which changes no canonical view.
+the same scan also looks for what they do not model: accented and fullwidth letters,
+homoglyphs from other scripts, mathematical and enclosed letters, ligatures, characters
+that fold to nothing between letters (zero-width, combining marks), single letters
+split by separators ("k.y.s") and three of a letter in a row ("fuuuck"). A text with
+any of them gets a second look: read as ASCII (or, for homoglyphs and the like, through
+the normaliser's own per-character fold), spaced-out letters joined, and scanned again,
+by a second database where letters may repeat if it has long runs. A right-to-left
+override always takes the full path.
 
 The promise, held by a property test: a text this calls clean fires no rule.
 
@@ -368,10 +370,10 @@ class Prescreen:
         kinds, seen = self._kinds, set()
 
         def on_match(pattern: int, *_: object) -> bool:
-            if pattern < len(kinds) and kinds[pattern] != "full":
+            if pattern < len(kinds):
                 seen.add(kinds[pattern])
                 return False  # the second look decides; scan on
-            return True  # a term, or something only the full path reads: stop
+            return True  # a term: stop
 
         try:
             self._first.scan(data, match_event_handler=on_match, scratch=first)
@@ -379,6 +381,12 @@ class Prescreen:
             return True
         if not seen:
             return False
+        if "full" in seen:
+            if "\u202e" in text:
+                return True  # canonical views also read the overridden part reversed
+            # homoglyphs, mathematical letters, ligatures, rare invisibles: the
+            # normaliser's own per-character fold, then the same second look
+            return self._second_look(fold(text), first, second)
         if seen == {"runs"}:  # nothing but repeats to allow for: these very bytes again
             try:
                 self._second.scan(data, match_event_handler=_stop, scratch=second)
@@ -388,8 +396,9 @@ class Prescreen:
         return self._second_look(text if text.isascii() else _ascii(text), first, second)
 
     def _second_look(self, plain: str, first: object, second: object) -> bool:
-        """``plain`` (ASCII) as it is and with spaced-out letters joined: the first
-        database again, and the second (letters may repeat) where it finds long runs."""
+        """``plain`` (read as ASCII, or folded) as it is and with spaced-out letters
+        joined: the first database again, and the second (letters may repeat) where it
+        finds long runs."""
         variants = [plain]
         joined = unspaced(fold(plain))
         if joined is not None:
