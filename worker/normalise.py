@@ -19,6 +19,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 
 import ahocorasick
 
@@ -310,27 +312,39 @@ class _Tracked:
 def _fold_tracked(text: str, positions: list[int]) -> _Tracked:
     chars: list[str] = []
     origin: list[int] = []
-    for index, char in zip(positions, text, strict=True):
-        folded = _ASCII_CHAR[ord(char)] if char < "\x80" else _fold(char)
-        chars.append(folded)
-        origin.extend([index] * len(folded))
+    # ASCII runs fold in bulk (one character for one, unless a control character is
+    # dropped); the rest one character at a time, as each may fold to several or none.
+    for run in _ASCII_RUNS.finditer(text):
+        start, end = run.span()
+        piece = run.group()
+        if piece < "\x80":  # an ASCII run
+            folded = piece.encode().translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
+            if len(folded) == len(piece):
+                chars.append(folded)
+                origin.extend(positions[start:end])
+                continue
+        for index, char in zip(positions[start:end], piece, strict=True):
+            folded = _ASCII_CHAR[ord(char)] if char < "\x80" else _fold(char)
+            chars.append(folded)
+            origin.extend([index] * len(folded))
     return _Tracked("".join(chars), tuple(origin))
 
 
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
+_WORD_RUNS = re.compile(r"[a-z0-9]+")
+
+
 def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
-    out_chars: list[str] = [" "]
-    out_origin: list[int] = [0]
-    for char, src in zip(tracked.chars, tracked.origin, strict=True):
-        if not ("a" <= char <= "z" or "0" <= char <= "9"):
-            if out_chars[-1] == " ":
-                continue
-            char = " "
-        out_chars.append(char)
-        out_origin.append(src)
-    if out_chars[-1] != " " or len(out_chars) == 1:
-        out_chars.append(" ")
-        out_origin.append(length)
-    return Canonical("".join(out_chars), tuple(out_origin), length)
+    """Words between single spaces, each space tracing to the character it replaces."""
+    chars = tracked.chars
+    spans = [word.span() for word in _WORD_RUNS.finditer(chars)]
+    if not spans:
+        return Canonical("  ", (0, length), length)
+    text = " " + " ".join(chars[start:end] for start, end in spans) + " "
+    # each word's characters and the one after it (the space), or the end of the text
+    kept = list(chain.from_iterable(range(start, end + 1) for start, end in spans))
+    origin = (0, *itemgetter(*kept)((*tracked.origin, length)))
+    return Canonical(text, origin, length)
 
 
 def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Canonical]:
