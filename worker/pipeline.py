@@ -35,7 +35,6 @@ from worker.policy import (
     Policy,
     PolicyStore,
     TenantPolicy,
-    decide,
     decide_scores,
     fallback_action,
 )
@@ -378,7 +377,7 @@ class Pipeline:
         rules = tenant.engine.match(request.text)
         action: Action | None = rules.action
         if action is None and scores is not None:
-            action, _ = decide(scores, tenant.thresholds)
+            action, _ = decide_scores([scores[c] for c in CATEGORIES], tenant.limits)
         return {
             "policy_version": shadow.version,
             "action": action.value if action else None,

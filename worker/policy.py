@@ -39,24 +39,7 @@ def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple
     Action, dict[str, bool]
 ]:
     """The most severe action any category reaches; ``categories`` = reached flag or more."""
-    action = Action.ALLOW
-    flagged: dict[str, bool] = {}
-    for category in CATEGORIES:
-        score = scores.get(category, 0.0)
-        limits = thresholds[category]
-        reached = Action.ALLOW
-        for candidate, limit in (
-            (Action.BLOCK, limits.block),
-            (Action.REVIEW, limits.review),
-            (Action.FLAG, limits.flag),
-        ):
-            if limit is not None and score >= limit:
-                reached = candidate
-                break
-        flagged[category] = reached is not Action.ALLOW
-        if reached.severity > action.severity:
-            action = reached
-    return action, flagged
+    return decide_scores([scores.get(c, 0.0) for c in CATEGORIES], compile_limits(thresholds))
 
 
 def compile_limits(thresholds: dict[str, Thresholds]) -> Limits:
