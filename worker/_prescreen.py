@@ -29,13 +29,20 @@ UTF-8 mode such classes pass its pattern size limit.
 from __future__ import annotations
 
 import re
-import re._constants as _sre
-import re._parser as _sre_parse
 import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from worker._raw_patterns import (
+    ALNUM,
+    chars,
+    expression,
+    forms,
+    regex_expression,
+    render,
+    utf8,
+)
 from worker.normalise import LEET_READINGS, SEPARATOR_CHARS, fold, unspaced
 
 try:  # optional, as in worker.rules: x86-64 wheels on PyPI
@@ -43,170 +50,10 @@ try:  # optional, as in worker.rules: x86-64 wheels on PyPI
 except ImportError:  # pragma: no cover - depends on the platform
     hyperscan = None
 
-_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
-_LETTERISH = _ALNUM + "@$!+"  # what the normaliser reads as a spaced-out letter
+_LETTERISH = ALNUM + "@$!+"  # what the normaliser reads as a spaced-out letter
 _SEPARATORS = SEPARATOR_CHARS + "_"  # "_" folds to a space
-_MATTERS = frozenset(_ALNUM + "".join(LEET_READINGS) + _SEPARATORS)
+_MATTERS = frozenset(ALNUM + "".join(LEET_READINGS) + _SEPARATORS)
 _RANGES = (range(0x30000), range(0xE0000, 0xE1000))  # where folds differ from identity
-
-
-def _byte(char: str) -> str:
-    return f"\\x{ord(char):02x}"
-
-
-def _chars(chars: str) -> str:
-    return "[" + "".join(_byte(c) for c in sorted(set(chars))) + "]"
-
-
-def _forms(char: str) -> str:
-    return char + char.upper() + "".join(k for k, v in LEET_READINGS.items() if char in v)
-
-
-_ONE = "\ue001"  # after a one-character atom: "" in the first database, "+" in the second
-
-
-def _letter(char: str) -> str:
-    return _chars(_forms(char)) + _ONE
-
-
-_BREAK = "[^" + "".join(_byte(c) for c in _ALNUM + _ALNUM[:26].upper()) + "]"
-def _long_runs() -> list[str]:
-    """Three of a letter in a row ("fuuuck"): canonical views squeeze them, the term
-    patterns do not, so such text takes the full path. A run of leet characters only
-    counts next to a letter ("f000l"), as the normaliser reads it ("$1000" stays)."""
-    patterns = []
-    for char in _ALNUM[:26]:
-        forms, letter = _chars(_forms(char)), _chars(char + char.upper())
-        patterns += [
-            f"{letter}{forms}{forms}", f"{forms}{letter}{forms}", f"{forms}{forms}{letter}"
-        ]
-        if len(_forms(char)) > 2:
-            patterns += [f"[a-zA-Z]{forms}{{3}}", f"{forms}{{3}}[a-zA-Z]"]
-    return patterns
-
-
-def expression(body: str, left: bool, right: bool) -> str | None:
-    """The raw-text pattern for canonical ``body`` (letters, digits, single spaces).
-
-    ``left``/``right``: the canonical pattern starts/ends at a word boundary. None:
-    the body holds characters canonical text never has, so it never matches.
-    """
-    words = body.split()
-    if not words or any(c not in _ALNUM for word in words for c in word):
-        return None
-    middle = f"{_BREAK}+".join("".join(_letter(c) for c in word) for word in words)
-    return (f"(?:^|{_BREAK})" if left else "") + middle + (f"(?:{_BREAK}|$)" if right else "")
-
-
-# A canonical space is a run of non-letters, or the padding at either end: inside a
-# pattern, where Hyperscan allows no "^" or "$", that reads as "any number of them".
-_SPACE = f"{_BREAK}*"
-_ANY_FORM = _chars(_ALNUM + _ALNUM[:26].upper() + "".join(LEET_READINGS))
-_ANY = f"(?:{_ANY_FORM}{_ONE}|{_BREAK}+)"  # any one canonical character
-
-
-class _Untranslatable(Exception):
-    pass
-
-
-def regex_expression(pattern: str) -> str | None:
-    """A raw-text pattern matching wherever a policy regex (written against canonical
-    text) could match a canonical view of that raw text. None: a construct it cannot
-    translate (back-references); the caller screens by the regex's anchors instead.
-
-    Assertions (``\\b``, look-arounds) are dropped and negated classes read as any
-    character: both only widen the pattern, which a screen may do.
-    """
-    items = list(_sre_parse.parse(pattern))
-    head = tail = ""
-    if items and items[0] == (_sre.LITERAL, ord(" ")):
-        head, items = f"(?:^|{_BREAK})", items[1:]
-    if items and items[-1] == (_sre.LITERAL, ord(" ")):
-        tail, items = f"(?:{_BREAK}|$)", items[:-1]
-    try:
-        return head + _items(items) + tail
-    except _Untranslatable:
-        return None
-
-
-def _items(items: list[tuple[object, object]]) -> str:
-    return "".join(_item(op, av) for op, av in items)
-
-
-def _item(op: object, av: object) -> str:
-    if op is _sre.LITERAL:
-        return _literal(chr(av))  # type: ignore[arg-type]
-    if op is _sre.IN:
-        return _in(av)  # type: ignore[arg-type]
-    if op in (_sre.ANY, _sre.NOT_LITERAL):
-        return _ANY
-    if op is _sre.SUBPATTERN:
-        return f"(?:{_items(list(av[-1]))})"  # type: ignore[index]
-    if op is _sre.BRANCH:
-        return "(?:" + "|".join(_items(list(b)) for b in av[1]) + ")"  # type: ignore[index]
-    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
-        low, high, inner = av  # type: ignore[misc]
-        top = "" if high is _sre.MAXREPEAT else str(high)
-        return f"(?:{_items(list(inner))}){{{low},{top}}}"
-    if op is _sre.AT:
-        return {"AT_BEGINNING": "^", "AT_BEGINNING_STRING": "^", "AT_END": "$",
-                "AT_END_STRING": "$"}.get(str(av), "")
-    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
-        return ""
-    if op is _sre.CATEGORY:
-        return _category(av)
-    raise _Untranslatable(str(op))
-
-
-def _literal(char: str) -> str:
-    if char == " ":
-        return _SPACE
-    if char in _ALNUM:
-        return _letter(char)
-    return _ANY  # canonical text holds no other character: widen, never fail
-
-
-def _category(category: object) -> str:
-    name = str(category)
-    if name == "CATEGORY_DIGIT":
-        return _chars("0123456789") + _ONE
-    if name == "CATEGORY_SPACE":
-        return _SPACE
-    if name == "CATEGORY_WORD":
-        return _ANY_FORM + _ONE
-    return _ANY  # negated categories: widen
-
-
-def _in(members: list[tuple[object, object]]) -> str:
-    forms: set[str] = set()
-    space = False
-    for op, av in members:
-        if op is _sre.NEGATE:
-            return _ANY
-        if op is _sre.LITERAL:
-            chars = [chr(av)]  # type: ignore[arg-type]
-        elif op is _sre.RANGE:
-            low, high = av  # type: ignore[misc]
-            chars = [chr(c) for c in range(low, min(high, 0x7F) + 1)]
-        elif op is _sre.CATEGORY:
-            name = str(av)
-            if name == "CATEGORY_DIGIT":
-                chars = list("0123456789")
-            elif name == "CATEGORY_SPACE":
-                chars = [" "]
-            elif name == "CATEGORY_WORD":
-                chars = list(_ALNUM)
-            else:
-                return _ANY
-        else:
-            return _ANY
-        for char in chars:
-            if char == " ":
-                space = True
-            elif char in _ALNUM:
-                forms |= set(_forms(char))
-    parts = ([_chars("".join(forms)) + _ONE] if forms else []) + ([_SPACE] if space else [])
-    return "(?:" + "|".join(parts) + ")" if parts else _ANY
 
 
 # Characters that fold to nothing and are frequent in ordinary text (accents, zero-width,
@@ -264,32 +111,21 @@ def _ascii(text: str) -> str:
     return decomposed.encode("ascii", "replace").decode()
 
 
-def _utf8(codes: set[int]) -> str:
-    by_prefix: dict[bytes, set[int]] = {}
-    for code in codes:
-        encoded = chr(code).encode()
-        by_prefix.setdefault(encoded[:-1], set()).add(encoded[-1])
-    return "(?:" + "|".join(
-        "".join(f"\\x{b:02x}" for b in prefix) + _byte_ranges(last)
-        for prefix, last in sorted(by_prefix.items())
-    ) + ")"
-
-
 @lru_cache(maxsize=1)
 def _triggers() -> list[tuple[str, str]]:
     """What the first database's term patterns do not stand for, and what to do then:
     "full" (the full path), or "latin", "spaced", "runs" (the second look, see
     ``Prescreen.could_fire``)."""
     special = _special_characters()
-    letterish = _chars(_LETTERISH + _LETTERISH[:26].upper())
+    letterish = chars(_LETTERISH + _LETTERISH[:26].upper())
     not_letterish = letterish.replace("[", "[^", 1)
-    separator = f"(?:{_chars(_SEPARATORS)}|{_utf8(special.separators)})"
+    separator = f"(?:{chars(_SEPARATORS)}|{utf8(special.separators)})"
     latin, dropped, vanishing = (
-        _utf8(special.latin), _utf8(special.dropped), _utf8(special.vanishing)
+        utf8(special.latin), utf8(special.dropped), utf8(special.vanishing)
     )
     letter_like = f"(?:{letterish}|{latin})"
     return [
-        (_utf8(special.letters), "full"),  # Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
+        (utf8(special.letters), "full"),  # Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
         (latin, "latin"),  # "é", "Å", "ｋ"
         (f"{letterish}{vanishing}", "latin"),  # "f\u200buck", "e\u0301"
         # a rarer character folding to nothing, after a letter or another such: it
@@ -302,17 +138,21 @@ def _triggers() -> list[tuple[str, str]]:
     ]
 
 
-def _byte_ranges(values: set[int]) -> str:
-    ordered = sorted(values)
-    parts: list[str] = []
-    start = prev = ordered[0]
-    for value in [*ordered[1:], -1]:
-        if value == prev + 1:
-            prev = value
-            continue
-        parts.append(f"\\x{start:02x}" + (f"-\\x{prev:02x}" if prev != start else ""))
-        start = prev = value
-    return "[" + "".join(parts) + "]"
+def _long_runs() -> list[str]:
+    """Three of a letter in a row ("fuuuck"): canonical views squeeze them, the first
+    database's patterns do not, so such text is scanned again by the second. A run of
+    leet characters only counts next to a letter ("f000l"), as the normaliser reads it
+    ("$1000" stays)."""
+    patterns = []
+    for char in ALNUM[:26]:
+        repeated, letter = chars(forms(char)), chars(char + char.upper())
+        patterns += [
+            f"{letter}{repeated}{repeated}", f"{repeated}{letter}{repeated}",
+            f"{repeated}{repeated}{letter}",
+        ]
+        if len(forms(char)) > 2:
+            patterns += [f"[a-zA-Z]{repeated}{{3}}", f"{repeated}{{3}}[a-zA-Z]"]
+    return patterns
 
 
 class Prescreen:
@@ -356,9 +196,9 @@ class Prescreen:
                         patterns.append((pattern, False))
         triggers = _triggers()
         first = [(p, False) for p, _ in triggers] + [
-            (p.replace(_ONE, ""), a) for p, a in patterns
+            (render(p, repeats=False), a) for p, a in patterns
         ]
-        second = [(p.replace(_ONE, "+"), a) for p, a in patterns]
+        second = [(render(p, repeats=True), a) for p, a in patterns]
         return cls(_compile(first), _compile(second), [kind for _, kind in triggers])
 
     def could_fire(self, text: str) -> bool:

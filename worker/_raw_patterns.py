@@ -1,0 +1,200 @@
+"""Canonical patterns, rewritten to match the raw text they could come from.
+
+The rules match canonical text (``worker.normalise``): lower-case Latin letters and
+digits between single spaces. ``expression`` and ``regex_expression`` turn a canonical
+term or regex into a Hyperscan pattern over the original text's UTF-8 bytes that
+matches wherever the canonical one could match a view the normaliser derives one
+character at a time: each letter becomes a byte class of its case and leetspeak forms,
+a canonical space a run of anything but ASCII letters and digits. Wider is allowed
+(``worker._prescreen`` only uses them to rule text out), narrower never.
+"""
+
+from __future__ import annotations
+
+import re._constants as _sre
+import re._parser as _sre_parse
+
+from worker.normalise import LEET_READINGS
+
+ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+ASCII_ALNUM = ALNUM + ALNUM[:26].upper()
+# After a one-character atom: "" where letters appear once, "+" where they may repeat
+# ("fuuuck"); ``render`` chooses.
+_ONE = "\ue001"
+
+
+def render(pattern: str, repeats: bool) -> str:
+    return pattern.replace(_ONE, "+" if repeats else "")
+
+
+def byte(char: str) -> str:
+    return f"\\x{ord(char):02x}"
+
+
+def chars(members: str) -> str:
+    """A byte class of ``members`` (ASCII)."""
+    return "[" + "".join(byte(c) for c in sorted(set(members))) + "]"
+
+
+def forms(char: str) -> str:
+    """What the normaliser reads as canonical ``char``: its cases and leet characters."""
+    return char + char.upper() + "".join(k for k, v in LEET_READINGS.items() if char in v)
+
+
+def _letter(char: str) -> str:
+    return chars(forms(char)) + _ONE
+
+
+# Any byte but an ASCII letter or digit: every byte of a non-ASCII character qualifies,
+# so this is a superset of "a character that folds to no letter".
+BREAK = "[^" + "".join(byte(c) for c in ASCII_ALNUM) + "]"
+
+
+def expression(body: str, left: bool, right: bool) -> str | None:
+    """The raw-text pattern for canonical ``body`` (letters, digits, single spaces).
+
+    ``left``/``right``: the canonical pattern starts/ends at a word boundary. None:
+    the body holds characters canonical text never has, so it never matches.
+    """
+    words = body.split()
+    if not words or any(c not in ALNUM for word in words for c in word):
+        return None
+    middle = f"{BREAK}+".join("".join(_letter(c) for c in word) for word in words)
+    return (f"(?:^|{BREAK})" if left else "") + middle + (f"(?:{BREAK}|$)" if right else "")
+
+
+# A canonical space is a run of non-letters, or the padding at either end: inside a
+# pattern, where Hyperscan allows no "^" or "$", that reads as "any number of them".
+_SPACE = f"{BREAK}*"
+_ANY_FORM = chars(ASCII_ALNUM + "".join(LEET_READINGS))
+_ANY = f"(?:{_ANY_FORM}{_ONE}|{BREAK}+)"  # any one canonical character
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+def regex_expression(pattern: str) -> str | None:
+    """A raw-text pattern matching wherever a policy regex (written against canonical
+    text) could match a canonical view of that raw text. None: a construct it cannot
+    translate (back-references); the caller screens by the regex's anchors instead.
+
+    Assertions (``\\b``, look-arounds) are dropped and negated classes read as any
+    character: both only widen the pattern, which a screen may do.
+    """
+    items = list(_sre_parse.parse(pattern))
+    head = tail = ""
+    if items and items[0] == (_sre.LITERAL, ord(" ")):
+        head, items = f"(?:^|{BREAK})", items[1:]
+    if items and items[-1] == (_sre.LITERAL, ord(" ")):
+        tail, items = f"(?:{BREAK}|$)", items[:-1]
+    try:
+        return head + _items(items) + tail
+    except _Untranslatable:
+        return None
+
+
+def _items(items: list[tuple[object, object]]) -> str:
+    return "".join(_item(op, av) for op, av in items)
+
+
+def _item(op: object, av: object) -> str:
+    if op is _sre.LITERAL:
+        return _literal(chr(av))  # type: ignore[arg-type]
+    if op is _sre.IN:
+        return _in(av)  # type: ignore[arg-type]
+    if op in (_sre.ANY, _sre.NOT_LITERAL):
+        return _ANY
+    if op is _sre.SUBPATTERN:
+        return f"(?:{_items(list(av[-1]))})"  # type: ignore[index]
+    if op is _sre.BRANCH:
+        return "(?:" + "|".join(_items(list(b)) for b in av[1]) + ")"  # type: ignore[index]
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+        low, high, inner = av  # type: ignore[misc]
+        top = "" if high is _sre.MAXREPEAT else str(high)
+        return f"(?:{_items(list(inner))}){{{low},{top}}}"
+    if op is _sre.AT:
+        return {"AT_BEGINNING": "^", "AT_BEGINNING_STRING": "^", "AT_END": "$",
+                "AT_END_STRING": "$"}.get(str(av), "")
+    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return ""
+    if op is _sre.CATEGORY:
+        return _category(av)
+    raise _Untranslatable(str(op))
+
+
+def _literal(char: str) -> str:
+    if char == " ":
+        return _SPACE
+    if char in ALNUM:
+        return _letter(char)
+    return _ANY  # canonical text holds no other character: widen, never fail
+
+
+def _category(category: object) -> str:
+    name = str(category)
+    if name == "CATEGORY_DIGIT":
+        return chars("0123456789") + _ONE
+    if name == "CATEGORY_SPACE":
+        return _SPACE
+    if name == "CATEGORY_WORD":
+        return _ANY_FORM + _ONE
+    return _ANY  # negated categories: widen
+
+
+def _in(members: list[tuple[object, object]]) -> str:
+    found: set[str] = set()
+    space = False
+    for op, av in members:
+        if op is _sre.NEGATE:
+            return _ANY
+        if op is _sre.LITERAL:
+            members = [chr(av)]  # type: ignore[arg-type]
+        elif op is _sre.RANGE:
+            low, high = av  # type: ignore[misc]
+            members = [chr(c) for c in range(low, min(high, 0x7F) + 1)]
+        elif op is _sre.CATEGORY:
+            name = str(av)
+            if name == "CATEGORY_DIGIT":
+                members = list("0123456789")
+            elif name == "CATEGORY_SPACE":
+                members = [" "]
+            elif name == "CATEGORY_WORD":
+                members = list(ALNUM)
+            else:
+                return _ANY
+        else:
+            return _ANY
+        for char in members:
+            if char == " ":
+                space = True
+            elif char in ALNUM:
+                found |= set(forms(char))
+    parts = ([chars("".join(found)) + _ONE] if found else []) + ([_SPACE] if space else [])
+    return "(?:" + "|".join(parts) + ")" if parts else _ANY
+
+
+def utf8(codes: set[int]) -> str:
+    by_prefix: dict[bytes, set[int]] = {}
+    for code in codes:
+        encoded = chr(code).encode()
+        by_prefix.setdefault(encoded[:-1], set()).add(encoded[-1])
+    return "(?:" + "|".join(
+        "".join(f"\\x{b:02x}" for b in prefix) + _byte_ranges(last)
+        for prefix, last in sorted(by_prefix.items())
+    ) + ")"
+
+
+def _byte_ranges(values: set[int]) -> str:
+    ordered = sorted(values)
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for value in [*ordered[1:], -1]:
+        if value == prev + 1:
+            prev = value
+            continue
+        parts.append(f"\\x{start:02x}" + (f"-\\x{prev:02x}" if prev != start else ""))
+        start = prev = value
+    return "[" + "".join(parts) + "]"
+
+
