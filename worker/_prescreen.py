@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -155,6 +156,40 @@ def _long_runs() -> list[str]:
     return patterns
 
 
+class Database:
+    """A compiled Hyperscan database with a scratch space per thread (Hyperscan's rule).
+
+    ``patterns``: (expression, approximate); an approximate one (a translated regex)
+    may be widened further by Hyperscan itself, which a screen can afford.
+    """
+
+    def __init__(self, patterns: list[tuple[str, bool]]) -> None:
+        single = hyperscan.HS_FLAG_SINGLEMATCH
+        self._database = hyperscan.Database()
+        self._database.compile(
+            expressions=[p.encode() for p, _ in patterns],
+            ids=list(range(len(patterns))),
+            elements=len(patterns),
+            flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
+        )
+        self._local = threading.local()
+
+    def scan(self, data: bytes, on_match: Callable[..., bool] | None = None) -> bool:
+        """True if ``on_match`` (default: any match) stopped the scan."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        try:
+            self._database.scan(data, match_event_handler=on_match or _stop, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return True
+        return False
+
+
+def _stop(*_: object) -> bool:
+    return True  # the first match answers the question
+
+
 class Prescreen:
     """Compiled raw-text patterns; ``could_fire(text)`` is the whole API.
 
@@ -164,10 +199,9 @@ class Prescreen:
     joining the spaced letters, so that most of those skip the full path too.
     """
 
-    def __init__(self, first: object, second: object, kinds: list[str]) -> None:
+    def __init__(self, first: Database, second: Database, kinds: list[str]) -> None:
         self._first, self._second = first, second
         self._kinds = kinds  # per trigger pattern id
-        self._local = threading.local()
 
     @classmethod
     def build(
@@ -179,10 +213,14 @@ class Prescreen:
         if hyperscan is None or not (terms or regexes):
             return None
         patterns: list[tuple[str, bool]] = []  # (pattern, approximate)
-        for term in terms:
+
+        def add(term: str) -> None:
             pattern = expression(term.strip(), term.startswith(" "), term.endswith(" "))
             if pattern is not None:
                 patterns.append((pattern, False))
+
+        for term in terms:
+            add(term)
         for regex, anchors in regexes:
             translated = regex_expression(regex)
             if translated is not None:
@@ -190,23 +228,20 @@ class Prescreen:
             elif anchors is None:
                 return None
             else:
-                for a in anchors:
-                    pattern = expression(a.strip(), a.startswith(" "), a.endswith(" "))
-                    if pattern is not None:
-                        patterns.append((pattern, False))
+                for anchor in anchors:
+                    add(anchor)
         triggers = _triggers()
         first = [(p, False) for p, _ in triggers] + [
             (render(p, repeats=False), a) for p, a in patterns
         ]
         second = [(render(p, repeats=True), a) for p, a in patterns]
-        return cls(_compile(first), _compile(second), [kind for _, kind in triggers])
+        return cls(Database(first), Database(second), [kind for _, kind in triggers])
 
     def could_fire(self, text: str) -> bool:
         try:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        first, second = self._scratch()
         kinds, seen = self._kinds, set()
 
         def on_match(pattern: int, *_: object) -> bool:
@@ -215,9 +250,7 @@ class Prescreen:
                 return False  # the second look decides; scan on
             return True  # a term: stop
 
-        try:
-            self._first.scan(data, match_event_handler=on_match, scratch=first)
-        except hyperscan.ScanTerminated:
+        if self._first.scan(data, on_match):
             return True
         if not seen:
             return False
@@ -226,16 +259,12 @@ class Prescreen:
                 return True  # canonical views also read the overridden part reversed
             # homoglyphs, mathematical letters, ligatures, rare invisibles: the
             # normaliser's own per-character fold, then the same second look
-            return self._second_look(fold(text), first, second)
+            return self._second_look(fold(text))
         if seen == {"runs"}:  # nothing but repeats to allow for: these very bytes again
-            try:
-                self._second.scan(data, match_event_handler=_stop, scratch=second)
-            except hyperscan.ScanTerminated:
-                return True
-            return False
-        return self._second_look(text if text.isascii() else _ascii(text), first, second)
+            return self._second.scan(data)
+        return self._second_look(text if text.isascii() else _ascii(text))
 
-    def _second_look(self, plain: str, first: object, second: object) -> bool:
+    def _second_look(self, plain: str) -> bool:
         """``plain`` (read as ASCII, or folded) as it is and with spaced-out letters
         joined: the first database again, and the second (letters may repeat) where it
         finds long runs."""
@@ -255,35 +284,6 @@ class Prescreen:
         for variant in variants:
             data = variant.encode()
             runs.clear()
-            try:
-                self._first.scan(data, match_event_handler=on_match, scratch=first)
-                if runs:
-                    self._second.scan(data, match_event_handler=_stop, scratch=second)
-            except hyperscan.ScanTerminated:
+            if self._first.scan(data, on_match) or (runs and self._second.scan(data)):
                 return True
         return False
-
-    def _scratch(self) -> tuple[object, object]:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:  # Hyperscan scratch space is per thread
-            scratch = self._local.scratch = (
-                hyperscan.Scratch(self._first), hyperscan.Scratch(self._second)
-            )
-        return scratch
-
-
-def _compile(patterns: list[tuple[str, bool]]) -> object:
-    single = hyperscan.HS_FLAG_SINGLEMATCH
-    database = hyperscan.Database()
-    database.compile(
-        expressions=[p.encode() for p, _ in patterns],
-        ids=list(range(len(patterns))),
-        elements=len(patterns),
-        # Hyperscan may widen a translated regex further: a superset is fine
-        flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
-    )
-    return database
-
-
-def _stop(*_: object) -> bool:
-    return True  # the first match answers the question

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import re._constants as _sre
 import re._parser as _sre_parse
-import threading
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -25,7 +24,7 @@ import ahocorasick
 import structlog
 
 from worker._policy_file import PolicyLayer, Rule
-from worker._prescreen import Prescreen
+from worker._prescreen import Database, Prescreen
 from worker.models import Action, RuleMatch, Span
 from worker.normalise import (
     LONG_RUN_SEEDS,
@@ -283,40 +282,24 @@ def _prescreen(entries: dict[str, list[int]], regexes: list[str]) -> Prescreen |
 class _Prefilter:
     """One Hyperscan database of every literal and regex that can make a rule fire."""
 
-    def __init__(self, database: object) -> None:
+    def __init__(self, database: Database) -> None:
         self._database = database
-        self._local = threading.local()
 
     @classmethod
     def build(cls, literals: list[str], regexes: list[str]) -> _Prefilter | None:
         if hyperscan is None or not (literals or regexes):
             return None
-        expressions = [re.escape(p).encode() for p in literals] + [r.encode() for r in regexes]
-        flags = [hyperscan.HS_FLAG_SINGLEMATCH] * len(literals) + [
-            hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_PREFILTER  # a superset is fine
-        ] * len(regexes)
-        database = hyperscan.Database()
         try:
-            database.compile(expressions=expressions, ids=list(range(len(expressions))),
-                             elements=len(expressions), flags=flags)
+            database = Database(
+                [(re.escape(p), False) for p in literals] + [(r, True) for r in regexes]
+            )
         except Exception as exc:  # an unsupported construct: the automaton does it all
             log.info("prefilter_off", error=str(exc)[:200])
             return None
         return cls(database)
 
     def hit(self, view: str) -> bool:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:  # Hyperscan scratch space is per thread
-            scratch = self._local.scratch = hyperscan.Scratch(self._database)
-        try:
-            self._database.scan(view.encode(), match_event_handler=_stop, scratch=scratch)
-        except hyperscan.ScanTerminated:
-            return True
-        return False
-
-
-def _stop(*_: object) -> bool:
-    return True  # the first match answers the question
+        return self._database.scan(view.encode())
 
 
 def _quoted(text: str, span: Span) -> bool:
