@@ -200,10 +200,9 @@ LONG_RUN_SEEDS = tuple(letter * 3 for letter in "abcdefghijklmnopqrstuvwxyz")
 def _core_views(text: str, squeeze: bool = True) -> list[str]:
     folded = _fold(text)
     variants = [folded]
-    if _SPACED_HINT.search(" " + folded) is not None:
-        unspaced = _SPACED_LETTERS.sub(_unspace, folded)
-        if unspaced != folded:
-            variants.append(unspaced)
+    joined = unspaced(folded)
+    if joined is not None:
+        variants.append(joined)
     out: list[str] = []
     for variant in variants:
         out.append(_words(_LEET_RUN.sub(_leet, variant)))
