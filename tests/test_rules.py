@@ -102,6 +102,15 @@ def test_evasion_corpus_is_caught(default: RulesEngine):
     assert caught >= 0.90 and blocked >= 0.85
 
 
+def test_every_view_with_a_long_run_is_squeezed(default: RulesEngine):
+    # "@aaron" makes the first view's long run ("aaaron"); the spaced-out slur is in
+    # the joined view. A version squeezed only the first view with a run, and missed it.
+    for text in ("@aaron you k-i-i-i-k-e", "@aaron you k-i-k-e"):
+        result = default.match(text)
+        assert result.action is Action.BLOCK, text
+        assert [m.rule_id for m in result.matches] == ["hate.slur-at-person"]
+
+
 def test_innocent_corpus_is_never_blocked(default: RulesEngine):
     rows = _jsonl("innocent.jsonl")
     blocked = [row["text"] for row in rows if default.match(row["text"]).action is Action.BLOCK]

@@ -14,9 +14,11 @@ homoglyphs from other scripts, mathematical and enclosed letters, ligatures, cha
 that fold to nothing between letters (zero-width, combining marks), single letters
 split by separators ("k.y.s") and three of a letter in a row ("fuuuck"). A text with
 any of them gets a second look: read as ASCII (or, for homoglyphs and the like, through
-the normaliser's own per-character fold), spaced-out letters joined, and scanned again,
-by a second database where letters may repeat if it has long runs. A right-to-left
-override always takes the full path.
+the normaliser's own per-character fold) and scanned again; where that scan finds
+spaced-out letters, again with them joined; where it finds a letter three times in a
+row, again with such runs squeezed to one and to two letters, as canonical views
+squeeze them; and where leet characters are part of a run ("fo0ol"), by a second
+database whose letters may repeat. A right-to-left override always takes the full path.
 
 The promise, held by a property test: a text this calls clean fires no rule.
 
@@ -39,12 +41,17 @@ from worker._raw_patterns import (
     ALNUM,
     chars,
     expression,
-    forms,
     regex_expression,
     render,
     utf8,
 )
-from worker.normalise import LEET_READINGS, SEPARATOR_CHARS, fold, unspaced
+from worker.normalise import (
+    LEET_READINGS,
+    SEPARATOR_CHARS,
+    fold,
+    fold_bytes,
+    unspaced,
+)
 
 try:  # optional, as in worker.rules: x86-64 wheels on PyPI
     import hyperscan
@@ -104,12 +111,20 @@ def _special_characters() -> _Special:
     return special
 
 
-def _ascii(text: str) -> str:
-    """What the second look reads: compatibility forms decomposed, the frequent
-    characters that fold to nothing dropped, any other non-ASCII character a "?" (a word
-    break, as in canonical text)."""
-    decomposed = _VANISHING.sub("", unicodedata.normalize("NFKD", text))
-    return decomposed.encode("ascii", "replace").decode()
+# The same characters in UTF-8, for text already decomposed (NFKD) and encoded.
+_VANISHING_UTF8 = re.compile(
+    rb"\xcc[\x80-\xbf]|\xcd[\x80-\xaf]|\xc2\xad|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]"
+    rb"|\xef\xb8[\x80-\x8f]|\xef\xbb\xbf"
+)
+
+
+def _ascii(text: str) -> bytes:
+    """What the second look reads: compatibility forms decomposed and the frequent
+    characters that fold to nothing dropped. Every byte of what is left outside ASCII
+    reads as a word break, as such characters do in canonical text. Bytes, because a
+    byte-level regex finds the few accents in mostly ASCII text several times faster
+    than a str one."""
+    return _VANISHING_UTF8.sub(b"", unicodedata.normalize("NFKD", text).encode())
 
 
 @lru_cache(maxsize=1)
@@ -135,25 +150,37 @@ def _triggers() -> list[tuple[str, str]]:
         # single letters split by separators, as worker.normalise collapses them
         (f"(?:^|{not_letterish}){letter_like}{separator}+{letter_like}{separator}+"
          f"{letter_like}(?:{not_letterish}|$)", "spaced"),
-        *((run, "runs") for run in _long_runs()),
+        *_long_runs(),
     ]
 
 
-def _long_runs() -> list[str]:
-    """Three of a letter in a row ("fuuuck"): canonical views squeeze them, the first
-    database's patterns do not, so such text is scanned again by the second. A run of
-    leet characters only counts next to a letter ("f000l"), as the normaliser reads it
-    ("$1000" stays)."""
+def _long_runs() -> list[tuple[str, str]]:
+    """Three forms of a letter in a row: canonical views squeeze such runs ("fuuuck"),
+    the first database's patterns do not. "runs": one letter three times, case aside
+    ("xxx", "fuUuck"), which the second look squeezes in the raw bytes as the views do;
+    "mixed": leet characters among them ("fo0ol", "x1000"), which only the second
+    database (letters may repeat) stands for. Leet characters only count where their
+    run of leet characters touches a letter, as the normaliser reads them ("$1000"
+    stays a number)."""
+    leet_run = chars("0123456789" + "".join(LEET_READINGS)) + "*"
     patterns = []
     for char in ALNUM[:26]:
-        repeated, letter = chars(forms(char)), chars(char + char.upper())
-        patterns += [
-            f"{letter}{repeated}{repeated}", f"{repeated}{letter}{repeated}",
-            f"{repeated}{repeated}{letter}",
-        ]
-        if len(forms(char)) > 2:
-            patterns += [f"[a-zA-Z]{repeated}{{3}}", f"{repeated}{{3}}[a-zA-Z]"]
+        letter = chars(char + char.upper())
+        patterns.append((f"{letter}{{3}}", f"runs:{char}"))
+        leet = "".join(k for k, v in LEET_READINGS.items() if char in v)
+        if not leet:
+            continue
+        t = chars(leet)
+        # every triple of the letter and its leet forms with at least one of each
+        for triple in ("aat", "ata", "att", "taa", "tat", "tta"):
+            patterns.append(("".join(letter if x == "a" else t for x in triple), "mixed"))
+        patterns += [(f"[a-zA-Z]{leet_run}{t}{{3}}", "mixed"),
+                     (f"{t}{{3}}{leet_run}[a-zA-Z]", "mixed")]
     return patterns
+
+
+_REPEATS = frozenset(("runs", "mixed"))
+
 
 
 class Database:
@@ -201,7 +228,13 @@ class Prescreen:
 
     def __init__(self, first: Database, second: Database, kinds: list[str]) -> None:
         self._first, self._second = first, second
-        self._kinds = kinds  # per trigger pattern id
+        self._kinds = [kind.split(":")[0] for kind in kinds]  # per trigger pattern id
+        # "runs:x": which letter the pattern saw three times, so only its runs squeeze
+        # (a literal prefix, which re finds at C speed, unlike "([a-z])\\1{2,}")
+        self._squeezes = {
+            pattern: (re.compile(kind[-1].encode() * 3 + b"+"), kind[-1].encode())
+            for pattern, kind in enumerate(kinds) if kind.startswith("runs:")
+        }
 
     @classmethod
     def build(
@@ -242,11 +275,11 @@ class Prescreen:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        kinds, seen = self._kinds, set()
+        seen: set[int] = set()  # trigger patterns found
 
         def on_match(pattern: int, *_: object) -> bool:
-            if pattern < len(kinds):
-                seen.add(kinds[pattern])
+            if pattern < len(self._kinds):
+                seen.add(pattern)
                 return False  # the second look decides; scan on
             return True  # a term: stop
 
@@ -254,36 +287,68 @@ class Prescreen:
             return True
         if not seen:
             return False
-        if "full" in seen:
+        kinds = {self._kinds[pattern] for pattern in seen}
+        if "full" in kinds:
             if "\u202e" in text:
                 return True  # canonical views also read the overridden part reversed
             # homoglyphs, mathematical letters, ligatures, rare invisibles: the
             # normaliser's own per-character fold, then the same second look
-            return self._second_look(fold(text))
-        if seen == {"runs"}:  # nothing but repeats to allow for: these very bytes again
-            return self._second.scan(data)
-        return self._second_look(text if text.isascii() else _ascii(text))
+            return self._second_look(fold(text).encode())
+        if text.isascii() or kinds <= _REPEATS:  # these very bytes are what to read
+            return self._look_again(data, seen)
+        return self._second_look(_ascii(text))
 
-    def _second_look(self, plain: str) -> bool:
-        """``plain`` (read as ASCII, or folded) as it is and with spaced-out letters
-        joined: the first database again, and the second (letters may repeat) where it
-        finds long runs."""
-        variants = [plain]
-        joined = unspaced(fold(plain))
-        if joined is not None:
-            variants.append(joined)
-        kinds, runs = self._kinds, []
+    def _second_look(self, plain: bytes) -> bool:
+        """``plain`` (read as ASCII, or folded) through the first database, then
+        ``_look_again`` for what that scan finds."""
+        seen: set[int] = set()
+        return self._first.scan(plain, self._collector(seen)) or self._look_again(plain, seen)
+
+    def _look_again(self, plain: bytes, seen: set[int]) -> bool:
+        """After a scan of ``plain`` matched no term but found the triggers ``seen``: its
+        repeats squeezed, and its spaced-out letters joined (and that squeezed if need
+        be)."""
+        if self._repeats(plain, seen):
+            return True
+        if not any(self._kinds[pattern] == "spaced" for pattern in seen):
+            return False
+        joined = unspaced(fold_bytes(plain).decode("latin-1"))
+        if joined is None:
+            return False
+        data, seen = joined.encode("latin-1"), set()
+        return self._first.scan(data, self._collector(seen)) or self._repeats(data, seen)
+
+    def _repeats(self, data: bytes, seen: set[int]) -> bool:
+        """Runs of a letter, which canonical views squeeze to one and to two letters.
+        Where each run is one letter repeated, the same squeeze on the raw bytes and the
+        first database stand for those views; leet characters among a run ("fo0ol")
+        take the second database, whose letters may repeat."""
+        if any(self._kinds[pattern] == "mixed" for pattern in seen):
+            return self._second.scan(data)
+        runs = [self._squeezes[pattern] for pattern in seen if pattern in self._squeezes]
+        if not runs:
+            return False
+        lowered = data.lower()
+        for keep in (1, 2):
+            squeezed = lowered
+            for run, letter in runs:
+                squeezed = run.sub(letter * keep, squeezed)
+            if self._first.scan(squeezed, self._on_term):
+                return True
+        return False
+
+    def _collector(self, seen: set[int]) -> Callable[..., bool]:
+        """A match handler for a second look: collects triggers, stops on a term (or on
+        what only the full path reads)."""
+        kinds = self._kinds
 
         def on_match(pattern: int, *_: object) -> bool:
             if pattern < len(kinds) and kinds[pattern] != "full":
-                if kinds[pattern] == "runs":
-                    runs.append(pattern)
-                return False  # spaced letters: the joined variant covers them
+                seen.add(pattern)
+                return False
             return True
 
-        for variant in variants:
-            data = variant.encode()
-            runs.clear()
-            if self._first.scan(data, on_match) or (runs and self._second.scan(data)):
-                return True
-        return False
+        return on_match
+
+    def _on_term(self, pattern: int, *_: object) -> bool:
+        return pattern >= len(self._kinds)  # a term: stop; a trigger: scan on

@@ -9,18 +9,18 @@ repeats ("fuuuuck", in a second view).
 
 Two implementations produce the same strings: ``views`` is fast (C-level str methods,
 run on every message) and ``views_with_offsets`` keeps a per-character map to the
-original text (run only when a rule matched, to report spans). A test holds them equal.
+original text (run only on texts a rule could match, to report spans; C-level too, bar
+the characters that fold to other than one). A test holds them equal.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
-from operator import itemgetter
+from itertools import compress
 
 import ahocorasick
 
@@ -56,8 +56,10 @@ _ASCII_FOLD = bytes(
     (c + 32 if 65 <= c <= 90 else 32 if c == 95 else c) for c in range(256)
 )
 _ASCII_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+_ASCII_KEPT = bytes(0 if c in _ASCII_CONTROLS else 1 for c in range(256))  # compress() mask
 # Final step: anything but a-z and 0-9 becomes a space.
 _ASCII_WORDS = bytes(c if (97 <= c <= 122 or 48 <= c <= 57) else 32 for c in range(256))
+_WORD_BYTE = bytes(1 if (97 <= c <= 122 or 48 <= c <= 57) else 0 for c in range(256))
 # Look-alikes that UTS #39 data leaves out or maps to another letter than readers see.
 _EXTRA_LOOKALIKES = {
     **dict(zip("αβγδεζηθικλμνξοπρσςτυφχψω", "abydeznoiklmvxonpoctuoxyw", strict=True)),
@@ -105,10 +107,16 @@ _TABLE: dict[int, str | None] = {}
 def _fold(text: str) -> str:
     """The per-character part: NFKD, casefold, drop marks and invisibles, homoglyphs."""
     if text.isascii():
-        return text.encode().translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
+        return fold_bytes(text.encode()).decode()
     if not _TABLE:
         warm_up()
     return _SPECIAL.sub(_map_char, unicodedata.normalize("NFKD", text).casefold())
+
+
+def fold_bytes(data: bytes) -> bytes:
+    """The per-character fold of ASCII, on bytes (lower case, "_" a space, control
+    characters dropped); every other byte stays as it is."""
+    return data.translate(_ASCII_FOLD, _ASCII_CONTROLS)
 
 
 def unspaced(folded: str) -> str | None:
@@ -182,6 +190,20 @@ def _squeeze_to(keep: int) -> Callable[[re.Match[str]], str]:
 
 
 _SQUEEZES = (_squeeze_to(1), _squeeze_to(2))
+# The same two steps for the tracked path (``_Tracked.drop``): a NUL for each character
+# they take out.
+_NUL_SEPARATORS = str.maketrans(dict.fromkeys(SEPARATOR_CHARS, "\x00"))
+
+
+def _unspace_marked(match: re.Match[str]) -> str:
+    return match.group().translate(_NUL_SEPARATORS)
+
+
+def _squeeze_marked(keep: int) -> Callable[[re.Match[str]], str]:
+    return lambda match: match.group(1) * keep + "\x00" * (len(match.group()) - keep)
+
+
+_SQUEEZES_MARKED = (_squeeze_marked(1), _squeeze_marked(2))
 
 
 def squeezes(view: str) -> list[str]:
@@ -281,97 +303,125 @@ class _Tracked:
     chars: str
     origin: tuple[int, ...]
 
-    def sub(self, pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str]) -> _Tracked:
-        """``pattern.sub(repl, chars)`` where each replacement is the same length as what
-        it replaces or a subsequence of it (true of every step here)."""
-        out: list[str] = []
-        origin: list[int] = []
-        last = 0
-        for match in pattern.finditer(self.chars):
-            out.append(self.chars[last : match.start()])
-            origin.extend(self.origin[last : match.start()])
-            replacement = repl(match)
-            source = match.group()
-            if len(replacement) == len(source):
-                origin.extend(self.origin[match.start() : match.end()])
-            else:
-                position = 0
-                for char in replacement:
-                    while source[position] != char:
-                        position += 1
-                    origin.append(self.origin[match.start() + position])
-                    position += 1
-            out.append(replacement)
-            last = match.end()
-        out.append(self.chars[last:])
-        origin.extend(self.origin[last:])
-        return _Tracked("".join(out), tuple(origin))
+    def drop(self, pattern: re.Pattern[str], mark: Callable[[re.Match[str]], str]) -> _Tracked:
+        """``pattern.sub(mark, chars)`` with the NULs ``mark`` puts in place of characters
+        (one for one) taken out: those characters are dropped, the rest keep their origin.
+        NUL never occurs in folded text (control characters are dropped)."""
+        marked = pattern.sub(mark, self.chars)
+        kept = marked.encode("ascii", "replace")  # one byte a character, 0 for NUL only
+        return _Tracked(marked.replace("\x00", ""), tuple(compress(self.origin, kept)))
 
 
-def _fold_tracked(text: str, positions: list[int]) -> _Tracked:
-    chars: list[str] = []
+# Positions 0, 1, 2, ... made once: slicing this tuple costs a copy of pointers, where
+# range() would make a new int object for each index above 256 of every text.
+_INDICES = tuple(range(8192))
+
+
+def _indices(length: int) -> tuple[int, ...]:
+    return _INDICES[:length] if length <= len(_INDICES) else tuple(range(length))
+
+
+# What the bulk ASCII fold leaves as it is: controls (to drop) and non-ASCII characters.
+_UNFOLDED = re.compile(r"[^\x20-\x7e\t\n\r]+")
+
+
+@lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    """One character folded on its own, as the tracked path folds each one."""
+    return _ASCII_CHAR[ord(char)] if char < "\x80" else _fold(char)
+
+
+def _fold_tracked(text: str, positions: Sequence[int]) -> _Tracked:
+    if text.isascii():  # one bulk translate; only control characters are dropped
+        raw = text.encode()
+        chars = raw.translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
+        if len(chars) == len(text):
+            return _Tracked(chars, tuple(positions))
+        return _Tracked(chars, tuple(compress(positions, raw.translate(_ASCII_KEPT))))
+    # In UTF-8 only ASCII characters have bytes below 0x80, so the same table folds the
+    # ASCII characters of any text in bulk. The rest (controls, non-ASCII) fold one at a
+    # time, cached; most fold to one character, and only the runs where some do not
+    # (zero-width: none, "…": three) need their origin built piece by piece.
+    raw = text.encode("utf-8", "surrogatepass")
+    ascii_folded = raw.translate(_ASCII_FOLD).decode("utf-8", "surrogatepass")
+    uneven: list[tuple[int, list[str]]] = []
+
+    def fold_run(match: re.Match[str]) -> str:
+        run = match.group()
+        pieces = list(map(_fold_char, run))
+        folded = "".join(pieces)
+        if len(folded) != len(run) or "" in pieces:
+            uneven.append((match.start(), pieces))
+        return folded
+
+    chars = _UNFOLDED.sub(fold_run, ascii_folded)
+    if not uneven:
+        return _Tracked(chars, tuple(positions))
     origin: list[int] = []
-    # ASCII runs fold in bulk (one character for one, unless a control character is
-    # dropped); the rest one character at a time, as each may fold to several or none.
-    for run in _ASCII_RUNS.finditer(text):
-        start, end = run.span()
-        piece = run.group()
-        if piece < "\x80":  # an ASCII run
-            folded = piece.encode().translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
-            if len(folded) == len(piece):
-                chars.append(folded)
-                origin.extend(positions[start:end])
-                continue
-        for index, char in zip(positions[start:end], piece, strict=True):
-            folded = _ASCII_CHAR[ord(char)] if char < "\x80" else _fold(char)
-            chars.append(folded)
-            origin.extend([index] * len(folded))
-    return _Tracked("".join(chars), tuple(origin))
+    last = 0
+    for start, pieces in uneven:
+        origin += positions[last:start]
+        for index, piece in zip(positions[start : start + len(pieces)], pieces, strict=True):
+            origin += [index] * len(piece)
+        last = start + len(pieces)
+    origin += positions[last:]
+    return _Tracked(chars, tuple(origin))
 
 
-_ASCII_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
-_WORD_RUNS = re.compile(r"[a-z0-9]+")
+def _leet_tracked(tracked: _Tracked, replace: Callable[[re.Match[str]], str]) -> _Tracked:
+    """The leet step keeps each character where it is: ``_LEET`` and ``_LEET_L`` map one
+    character to one letter and ``_leet_with`` only translates (part of) a run, so every
+    replacement has the length of what it replaces and the origin stays as it is."""
+    return _Tracked(_LEET_RUN.sub(replace, tracked.chars), tracked.origin)
 
 
 def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
     """Words between single spaces, each space tracing to the character it replaces."""
     chars = tracked.chars
-    spans = [word.span() for word in _WORD_RUNS.finditer(chars)]
-    if not spans:
+    raw = chars.encode("ascii", "replace")  # one byte a character; "?" is no word either
+    words = raw.translate(_ASCII_WORDS).split()
+    if not words:
         return Canonical("  ", (0, length), length)
-    text = " " + " ".join(chars[start:end] for start, end in spans) + " "
-    # each word's characters and the one after it (the space), or the end of the text
-    kept = list(chain.from_iterable(range(start, end + 1) for start, end in spans))
-    origin = (0, *itemgetter(*kept)((*tracked.origin, length)))
+    text = " " + b" ".join(words).decode() + " "
+    # Kept: each word character and the one after it (the space after the word; a
+    # sentinel at the end stands for the end of the text), computed on all characters at
+    # once as "is a word byte, or follows one" with the bytes read as one big integer.
+    word = int.from_bytes(raw.translate(_WORD_BYTE) + b"\x00", "big")
+    kept = (word | word >> 8).to_bytes(len(raw) + 1, "big")
+    origin = (0, *compress((*tracked.origin, length), kept))
     return Canonical(text, origin, length)
 
 
-def _core_views_tracked(text: str, positions: list[int], length: int) -> list[Canonical]:
+def _core_views_tracked(
+    text: str, positions: Sequence[int], length: int
+) -> list[Canonical]:
+    """The views of ``_core_views``, with offsets."""
     folded = _fold_tracked(text, positions)
     variants = [folded]
     if _SPACED_HINT.search(" " + folded.chars) is not None:
-        unspaced = folded.sub(_SPACED_LETTERS, _unspace)
+        unspaced = folded.drop(_SPACED_LETTERS, _unspace_marked)
         if unspaced.chars != folded.chars:
             variants.append(unspaced)
-    out: list[Canonical] = []
+    plain: list[Canonical] = []
     for variant in variants:
-        out.append(_words_tracked(variant.sub(_LEET_RUN, _leet), length))
+        plain.append(_words_tracked(_leet_tracked(variant, _leet), length))
         if _AMBIGUOUS.search(variant.chars) is not None:
-            out.append(_words_tracked(variant.sub(_LEET_RUN, _leet_l), length))
-    for view in out[:]:
+            plain.append(_words_tracked(_leet_tracked(variant, _leet_l), length))
+    squeezed: list[Canonical] = []
+    for view in plain:
         if _has_long_run(view.text):
             tracked = _Tracked(view.text, view.origin)
-            for squeeze in _SQUEEZES:
-                squeezed = tracked.sub(_LONG_RUN, squeeze)
-                out.append(Canonical(squeezed.chars, squeezed.origin, length))
-    return out
+            for squeeze in _SQUEEZES_MARKED:
+                squeezed_view = tracked.drop(_LONG_RUN, squeeze)
+                squeezed.append(Canonical(squeezed_view.chars, squeezed_view.origin, length))
+    return plain + squeezed
 
 
 def views_with_offsets(text: str) -> list[Canonical]:
     """Same strings as ``views`` but slow, keeping where each character came from."""
-    out = _core_views_tracked(text, list(range(len(text))), len(text))
+    out = _core_views_tracked(text, _indices(len(text)), len(text))
     if "\u202e" in text:
-        positions = list(range(len(text)))
+        positions = list(_indices(len(text)))
         for match in _RLO_SEGMENT.finditer(text):
             start, end = match.span(1)
             positions[start:end] = positions[start:end][::-1]

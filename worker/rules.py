@@ -9,7 +9,8 @@ pattern " kill you " can only match whole words.
 Most text matches nothing, so where Hyperscan is installed every pattern that could make
 a rule fire is also compiled into one Hyperscan database: a scan of a couple of
 microseconds says "nothing here" for most messages, and only the rest take the
-automaton's path with its allowlist, negation and reported-speech logic.
+automaton's path with its allowlist, negation and reported-speech logic, straight on the
+views with offsets that report the spans (nearly all of them fire).
 """
 
 from __future__ import annotations
@@ -222,31 +223,46 @@ class RulesEngine:
 
     def match(self, text: str, text_views: list[str] | None = None) -> RulesResult:
         """Match the original text (``text_views``: its ``views`` if already computed)."""
-        if self._prescreen is not None and not self._prescreen.could_fire(text):
+        if self._prescreen is not None:
+            if not self._prescreen.could_fire(text):
+                return PASS
+            if text_views is None:
+                # Nearly every text the prescreen lets through fires, so asking the fast
+                # views first would only add their cost: the offsets path decides too.
+                return self._report(text)
+        if not self._fires(text_views if text_views is not None else views(text, squeeze=False)):
             return PASS
-        fired_any = False
-        pending = list(text_views if text_views is not None else views(text, squeeze=False))
-        if self._prefilter is not None and not any(map(self._prefilter.hit, pending)):
-            return PASS
-        squeezed = False
-        while pending and not fired_any:
+        return self._report(text)
+
+    def _fires(self, plain: list[str]) -> bool:
+        """Whether a rule fires on these views (``views(text, squeeze=False)``) or on the
+        squeezed forms of those with a long run: the views ``views_with_offsets`` reports."""
+        if self._prefilter is not None and not any(map(self._prefilter.hit, plain)):
+            return False
+        pending = list(plain)
+        while pending:
             view = pending.pop(0)
             hits = self._hits(view)
-            fired_any = bool(self._fired(hits))
-            if not squeezed and any(i == _LONG_RUN for i, _, _ in hits):
+            if self._fired(hits):
+                return True
+            if view in plain and any(i == _LONG_RUN for i, _, _ in hits):
                 pending.extend(squeezes(view))
-                squeezed = True
-        if not fired_any:
+        return False
+
+    def _report(self, text: str) -> RulesResult:
+        """The rules that fire on ``text``'s views, with spans in ``text`` (PASS if none)."""
+        found = views_with_offsets(text)
+        all_hits = [self._hits(view.text) for view in found]
+        fired_by_view = [self._fired(hits) for hits in all_hits]
+        if not any(fired_by_view):
             return PASS
-        # Rare path: something fired, so redo the views with offsets for the spans.
         spans: dict[int, list[Span]] = {}
         reported = False
-        for view in views_with_offsets(text):
-            hits = self._hits(view.text)
+        for view, hits, fired in zip(found, all_hits, fired_by_view, strict=True):
             reported = reported or any(i == _DEFER for i, _, _ in hits)
-            for index, found in self._fired(hits).items():
+            for index, found_spans in fired.items():
                 bucket = spans.setdefault(index, [])
-                for start, end in found:
+                for start, end in found_spans:
                     span = _span(view, start, end)
                     if span not in bucket:
                         bucket.append(span)
