@@ -109,7 +109,7 @@ def _drain(connection: amqp.Connection, timeout: float) -> None:
 def _publisher_thread(
     address: BrokerAddress, bodies: list[tuple[int, bytes]], exchange: str, routing_key: str,
     t0: float, rate: float, window: int, stats: dict[str, Any], deadline: float,
-    stamp: bool,
+    stamp: bool, room: Any = None, counter: list[int] | None = None,
 ) -> None:
     connection = address.connect()
     channel = connection.channel()
@@ -133,6 +133,13 @@ def _publisher_thread(
                         time.sleep(due - now)
                 else:
                     late_max = max(late_max, now - due)
+            while room is not None and not room():  # closed loop: wait for verdicts
+                if confirms.outstanding:
+                    _drain(connection, 0.001)
+                else:
+                    time.sleep(0.001)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no verdicts came back")
             if stamp:  # the send time goes into metadata just before publishing
                 body = body.replace(b'"t":0.0', b'"t":%r' % time.monotonic(), 1)
             channel.basic_publish(
@@ -142,6 +149,8 @@ def _publisher_thread(
             )
             confirms.sent()
             sent += 1
+            if counter is not None:
+                counter[0] += 1
             while confirms.outstanding >= window:
                 _drain(connection, 0.05)
                 if time.monotonic() > deadline:
@@ -163,9 +172,14 @@ def _publisher_thread(
 def produce(
     broker_url: str, bodies: list[bytes], rate: float, connections: int, window: int,
     timeout_s: float, result: Any, exchange: str = "",
-    routing_key: str = "moderation.requests",
+    routing_key: str = "moderation.requests", in_flight: int = 0, answered: Any = None,
 ) -> None:
-    """Publish ``bodies`` (``"t":0.0`` replaced by the send time) at ``rate``/s (0: flood)."""
+    """Publish ``bodies`` (``"t":0.0`` replaced by the send time) at ``rate``/s (0: flood).
+
+    ``in_flight`` > 0 (with ``answered``, the collector's shared count of verdicts):
+    a closed loop, publishing only while fewer than that many are unanswered, so that
+    producer, broker, workers and collector all run for the whole phase.
+    """
     address = BrokerAddress.parse(broker_url)
     stats: dict[str, Any] = {"sent": 0, "acked": 0, "nacked": 0, "unconfirmed": 0,
                              "late_max_s": 0.0, "error": None}
@@ -176,12 +190,18 @@ def produce(
     for index, body in enumerate(bodies):
         shares[index % connections].append((index, body))
 
-    def run(share: list[tuple[int, bytes]]) -> None:
+    counters = [[0] for _ in range(connections)]
+
+    def room() -> bool:
+        return sum(c[0] for c in counters) - answered.value < in_flight
+
+    def run(share: list[tuple[int, bytes]], counter: list[int]) -> None:
         local: dict[str, Any] = {"sent": 0, "acked": 0, "nacked": 0, "unconfirmed": 0,
                                  "late_max_s": 0.0}
         try:
             _publisher_thread(address, share, exchange, routing_key, t0, rate, window,
-                              local, deadline, stamp=True)
+                              local, deadline, stamp=True,
+                              room=room if in_flight > 0 else None, counter=counter)
         except Exception as exc:  # reported, never hidden
             stats["error"] = f"{type(exc).__name__}: {exc}"
         with lock:
@@ -189,7 +209,8 @@ def produce(
                 stats[key] += local[key]
             stats["late_max_s"] = max(stats["late_max_s"], local["late_max_s"])
 
-    threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in shares if s]
+    threads = [threading.Thread(target=run, args=(s, c), daemon=True)
+               for s, c in zip(shares, counters, strict=True) if s]
     start = time.monotonic()
     for thread in threads:
         thread.start()
@@ -204,9 +225,11 @@ def produce(
 
 def collect(
     broker_url: str, exchange: str, binding: str, prefix: str, expected: int,
-    timeout_s: float, idle_s: float, ready: Any, result: Any,
+    timeout_s: float, idle_s: float, ready: Any, result: Any, answered: Any = None,
 ) -> None:
     """Bind a queue to the verdicts, then record every verdict whose id starts with prefix.
+
+    ``answered``: a shared counter of recorded verdicts, for a closed-loop producer.
 
     Record per id: (sent, received, source, prompt_tokens, completion_tokens, llm_calls,
     cost_usd, worker latency_ms).
@@ -241,6 +264,8 @@ def collect(
             usage.get("completion_tokens", 0), usage.get("llm_calls", 0.0),
             verdict.get("cost_usd", 0.0), verdict.get("latency_ms"),
         )
+        if answered is not None:
+            answered.value = len(records)
 
     channel.basic_qos(0, 5000, False)
     channel.basic_consume(queue, no_ack=True, callback=on_message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -87,3 +88,20 @@ def find_pids(comm: str) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+def python_speed(rounds: int = 7) -> float:
+    """Nanoseconds per iteration of a fixed pure-Python loop (best of ``rounds``).
+
+    This machine's speed changes between sessions and within one (a shared VM: the same
+    hot path drained 3,682 msg/s one session and 1,237 the next), so every benchmark
+    prints this next to its numbers: compare runs by it, not by the date.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        total = 0
+        for i in range(200_000):
+            total += i & 7
+        best = min(best, time.process_time() - started)
+    return best / 200_000 * 1e9

@@ -9,7 +9,10 @@ end), the simulated LLM as a separate process, N real worker processes
 in its own process). Phases:
 
 1. warm-up: a few hundred messages, not reported;
-2. throughput: N unique messages, as fast as possible (or at --rate);
+2. throughput: N unique messages through a closed loop (at most --in-flight unanswered,
+   so producer, broker, workers and collector all run the whole phase: the sustained
+   end-to-end rate), or all published at once (--in-flight 0: how fast the workers drain
+   a full queue), or at --rate;
 3. latency: at 50% of the measured throughput (or --latency-rate), the end-to-end
    latency minus the simulated LLM's configured latency;
 4. naive: the same messages through ``bench/naive.py`` (one Celery task and one LLM
@@ -395,7 +398,7 @@ def run_phase(
     name: str, broker_url: str, bodies: list[bytes] | None, *, rate: float,
     connections: int, watch: Watch, timeout_s: float, send_naive: Any = None,
     naive_texts: list[str] | None = None, prefix: str, on_start: Any = None,
-    llm_url: str | None = None, tags: dict[str, int] | None = None,
+    llm_url: str | None = None, tags: dict[str, int] | None = None, in_flight: int = 0,
 ) -> dict[str, Any]:
     """Publish, collect every verdict, and measure; ``send_naive`` publishes Celery tasks.
 
@@ -406,10 +409,12 @@ def run_phase(
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     collected = ctx.Queue()
+    answered = ctx.RawValue("q", 0) if in_flight else None
     expected = len(bodies) if bodies is not None else len(naive_texts or [])
     collector = ctx.Process(
         target=collect, name=f"collect-{name}",
-        args=(broker_url, VERDICTS, "#", prefix, expected, timeout_s, 30.0, ready, collected),
+        args=(broker_url, VERDICTS, "#", prefix, expected, timeout_s, 30.0, ready, collected,
+              answered),
         daemon=True,
     )
     load = wait_quiet(QUIET[0], QUIET[1])
@@ -430,7 +435,8 @@ def run_phase(
         produced = ctx.Queue()
         producer = ctx.Process(
             target=produce, name=f"produce-{name}",
-            args=(broker_url, bodies, rate, connections, 2000, timeout_s, produced), daemon=True,
+            args=(broker_url, bodies, rate, connections, 2000, timeout_s, produced),
+            kwargs={"in_flight": in_flight, "answered": answered}, daemon=True,
         )
         producer.start()
         _mp_started.append(producer)
@@ -718,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="throughput phase size (0: no throughput phase; give --latency-rate)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="publish rate of the throughput phase, msg/s (0: as fast as possible)")
+    p.add_argument("--in-flight", type=int, default=4000,
+                   help="throughput phase: a closed loop, publishing while fewer than this "
+                        "many requests are unanswered (0: publish them all at once, and "
+                        "the phase measures how fast the workers drain a full queue)")
     p.add_argument("--latency-rate", type=float, default=0.0,
                    help="rate of the latency phase (0: 50%% of the measured throughput)")
     p.add_argument("--latency-seconds", type=float, default=20.0,
@@ -773,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["config"]["worker_tree"] = _tree_state(args.worker_src.resolve())
     print(f"worker source: {results['config']['worker_tree']}", flush=True)
+    speed = results["config"]["python_ns_per_loop"] = _proc.python_speed()
+    print(f"machine speed: {speed:.1f} ns per iteration of a fixed Python loop (lower is "
+          "faster; this shared VM's speed varies: compare runs by it)", flush=True)
     lost = 0
     tp_texts: list[str] = []
     beam = _proc.find_pids("beam.smp")
@@ -814,10 +827,16 @@ def main(argv: list[str] | None = None) -> int:
                         profiler = Profiler([w.pid for w in workers], args.profile, 3.0,
                                             args.profile_seconds)
                     tp_texts = feed.take(n)
-                    r = run_phase("throughput", broker_url,
+                    in_flight = 0 if args.rate else args.in_flight
+                    mode = (f"at {args.rate:,.0f} msg/s" if args.rate else
+                            f"closed loop, <= {in_flight:,} unanswered" if in_flight else
+                            "a full queue drained")
+                    r = run_phase(f"throughput ({mode})", broker_url,
                                   request_bodies("tp-", tp_texts), rate=args.rate,
                                   connections=args.connections, watch=watch,
-                                  timeout_s=max(180.0, n / 100), prefix="tp-", on_start=profiler)
+                                  timeout_s=max(180.0, n / 100), prefix="tp-", on_start=profiler,
+                                  in_flight=in_flight)
+                    r["mode"] = mode
                     if profiler is not None:
                         r["profile"] = profiler.result
                     r["peak_rss_mb"] = [_proc.peak_rss_mb(w.pid) for w in workers]
@@ -915,7 +934,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
     if tp:
         v = tp.get("msg_s_steady")
-        row("throughput msg/s (steady)", v, f">= {TARGET_MSG_S:,.0f}",
+        row(f"throughput msg/s (steady, {tp.get('mode', '')})", v, f">= {TARGET_MSG_S:,.0f}",
             v is not None and v >= TARGET_MSG_S)
         v = tp.get("worker_cpu_ms_per_msg")
         row("worker CPU ms/msg", v, f"<= {TARGET_CPU_MS}", v is not None and v <= TARGET_CPU_MS)
