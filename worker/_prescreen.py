@@ -172,17 +172,18 @@ def _long_runs() -> list[tuple[str, str]]:
         leet = "".join(k for k, v in LEET_READINGS.items() if char in v)
         if not leet:
             continue
-        t = chars(leet)
-        # every triple of the letter and its leet forms with at least one of each
-        for triple in ("aat", "ata", "att", "taa", "tat", "tta"):
-            patterns.append(("".join(letter if x == "a" else t for x in triple), "mixed"))
-        patterns += [(f"[a-zA-Z]{leet_run}{t}{{3}}", "mixed"),
-                     (f"{t}{{3}}{leet_run}[a-zA-Z]", "mixed")]
+        leet_forms = chars(leet)
+        # every triple of the letter (L) and its leet forms (T) with at least one of each
+        for triple in ("LLT", "LTL", "LTT", "TLL", "TLT", "TTL"):
+            patterns.append(
+                ("".join(letter if x == "L" else leet_forms for x in triple), "mixed")
+            )
+        patterns += [(f"[a-zA-Z]{leet_run}{leet_forms}{{3}}", "mixed"),
+                     (f"{leet_forms}{{3}}{leet_run}[a-zA-Z]", "mixed")]
     return patterns
 
 
 _REPEATS = frozenset(("runs", "mixed"))
-
 
 
 class Database:
@@ -222,10 +223,10 @@ def _stop(*_: object) -> bool:
 class Prescreen:
     """Compiled raw-text patterns; ``could_fire(text)`` is the whole API.
 
-    Two databases: the first stands for ASCII letters once each and runs on every text;
-    the second lets each letter repeat ("fuuuck") and looks again at the texts the first
-    flagged for accents, repeats or spaced-out letters, after reading them as ASCII and
-    joining the spaced letters, so that most of those skip the full path too.
+    Two databases: the first stands for ASCII letters once each; it runs on every text,
+    and again on what the second look makes of the texts it flagged (read as ASCII,
+    spaced letters joined, runs of a letter squeezed). The second lets each letter
+    repeat, for runs that mix a letter with its leet forms ("fo0ol").
     """
 
     def __init__(self, first: Database, second: Database, kinds: list[str]) -> None:
