@@ -334,7 +334,7 @@ def _fold_char(char: str) -> str:
 def _fold_tracked(text: str, positions: Sequence[int]) -> _Tracked:
     if text.isascii():  # one bulk translate; only control characters are dropped
         raw = text.encode()
-        chars = raw.translate(_ASCII_FOLD, _ASCII_CONTROLS).decode()
+        chars = fold_bytes(raw).decode()
         if len(chars) == len(text):
             return _Tracked(chars, tuple(positions))
         return _Tracked(chars, tuple(compress(positions, raw.translate(_ASCII_KEPT))))
