@@ -44,7 +44,6 @@ _SPACED_LETTERS = re.compile(
     f"(?<![a-z0-9@$!+]){_LETTERISH}(?:{_SEP}+{_LETTERISH}(?![a-z0-9@$!+])){{2,}}"
 )
 _SEPARATORS = re.compile(f"{_SEP}+")
-_NOT_WORD = re.compile(r"[^a-z0-9]+")
 # Characters the non-ASCII path must look up: anything outside printable ASCII, and "_".
 _SPECIAL = re.compile(r"[^\x20-\x5e\x60-\x7e\t\n\r]")
 _LONG_RUN = re.compile(r"([a-z])\1{2,}")
@@ -156,10 +155,10 @@ def _has_long_run(view: str) -> bool:
 
 
 def _words(folded: str) -> str:
-    if folded.isascii():
-        words = folded.encode().translate(_ASCII_WORDS).split()
-        return " " + b" ".join(words).decode() + " "
-    return " " + " ".join(_NOT_WORD.sub(" ", folded).split()) + " "
+    """Words (runs of a-z and 0-9) between single spaces, padded; every other character,
+    non-ASCII ones included (one "?" each once encoded), is a break."""
+    words = folded.encode("ascii", "replace").translate(_ASCII_WORDS).split()
+    return " " + b" ".join(words).decode() + " "
 
 
 def _leet_with(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
@@ -377,12 +376,10 @@ def _leet_tracked(tracked: _Tracked, replace: Callable[[re.Match[str]], str]) ->
 
 def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
     """Words between single spaces, each space tracing to the character it replaces."""
-    chars = tracked.chars
-    raw = chars.encode("ascii", "replace")  # one byte a character; "?" is no word either
-    words = raw.translate(_ASCII_WORDS).split()
-    if not words:
-        return Canonical("  ", (0, length), length)
-    text = " " + b" ".join(words).decode() + " "
+    text = _words(tracked.chars)
+    if text == "  ":
+        return Canonical(text, (0, length), length)
+    raw = tracked.chars.encode("ascii", "replace")  # one byte a character, as in _words
     # Kept: each word character and the one after it (the space after the word; a
     # sentinel at the end stands for the end of the text), computed on all characters at
     # once as "is a word byte, or follows one" with the bytes read as one big integer.

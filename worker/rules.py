@@ -223,14 +223,14 @@ class RulesEngine:
 
     def match(self, text: str, text_views: list[str] | None = None) -> RulesResult:
         """Match the original text (``text_views``: its ``views`` if already computed)."""
-        if self._prescreen is not None:
-            if not self._prescreen.could_fire(text):
-                return PASS
-            if text_views is None:
-                # Nearly every text the prescreen lets through fires, so asking the fast
-                # views first would only add their cost: the offsets path decides too.
-                return self._report(text)
-        if not self._fires(text_views if text_views is not None else views(text, squeeze=False)):
+        if self._prescreen is not None and not self._prescreen.could_fire(text):
+            return PASS
+        # Nearly every text the prescreen lets through fires, so with a prescreen the
+        # offsets path decides at once; without one, the fast views decide first.
+        decide_first = self._prescreen is None or text_views is not None
+        if decide_first and not self._fires(
+            text_views if text_views is not None else views(text, squeeze=False)
+        ):
             return PASS
         return self._report(text)
 
@@ -239,15 +239,14 @@ class RulesEngine:
         squeezed forms of those with a long run: the views ``views_with_offsets`` reports."""
         if self._prefilter is not None and not any(map(self._prefilter.hit, plain)):
             return False
-        pending = list(plain)
-        while pending:
-            view = pending.pop(0)
+        squeezed: list[str] = []
+        for view in plain:
             hits = self._hits(view)
             if self._fired(hits):
                 return True
-            if view in plain and any(i == _LONG_RUN for i, _, _ in hits):
-                pending.extend(squeezes(view))
-        return False
+            if any(i == _LONG_RUN for i, _, _ in hits):
+                squeezed += squeezes(view)
+        return any(self._fired(self._hits(view)) for view in squeezed)
 
     def _report(self, text: str) -> RulesResult:
         """The rules that fire on ``text``'s views, with spans in ``text`` (PASS if none)."""
