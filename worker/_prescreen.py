@@ -278,15 +278,8 @@ class Prescreen:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        seen: set[int] = set()  # trigger patterns found
-
-        def on_match(pattern: int, *_: object) -> bool:
-            if pattern < len(self._kinds):
-                seen.add(pattern)
-                return False  # the second look decides; scan on
-            return True  # a term: stop
-
-        if self._first.scan(data, on_match):
+        seen: set[int] = set()  # trigger patterns found: the second look decides
+        if self._first.scan(data, self._collector(seen, full_stops=False)):
             return True
         if not seen:
             return False
@@ -305,7 +298,8 @@ class Prescreen:
         """``plain`` (read as ASCII, or folded) through the first database, then
         ``_look_again`` for what that scan finds."""
         seen: set[int] = set()
-        return self._first.scan(plain, self._collector(seen)) or self._look_again(plain, seen)
+        return (self._first.scan(plain, self._collector(seen, full_stops=True))
+                or self._look_again(plain, seen))
 
     def _look_again(self, plain: bytes, seen: set[int]) -> bool:
         """After a scan of ``plain`` matched no term but found the triggers ``seen``: its
@@ -319,7 +313,8 @@ class Prescreen:
         if joined is None:
             return False
         data, seen = joined.encode("latin-1"), set()
-        return self._first.scan(data, self._collector(seen)) or self._repeats(data, seen)
+        return (self._first.scan(data, self._collector(seen, full_stops=True))
+                or self._repeats(data, seen))
 
     def _repeats(self, data: bytes, seen: set[int]) -> bool:
         """Runs of a letter, which canonical views squeeze to one and to two letters.
@@ -340,15 +335,16 @@ class Prescreen:
                 return True
         return False
 
-    def _collector(self, seen: set[int]) -> Callable[..., bool]:
-        """A match handler for a second look: collects triggers, stops on a term (or on
-        what only the full path reads)."""
+    def _collector(self, seen: set[int], full_stops: bool) -> Callable[..., bool]:
+        """A match handler that stops the scan on a term and collects the triggers into
+        ``seen``; ``full_stops``: a "full" trigger stops it too (in a second look, what
+        only the full path reads)."""
         kinds = self._kinds
 
         def on_match(pattern: int, *_: object) -> bool:
-            if pattern < len(kinds) and kinds[pattern] != "full":
+            if pattern < len(kinds) and not (full_stops and kinds[pattern] == "full"):
                 seen.add(pattern)
-                return False
+                return False  # scan on
             return True
 
         return on_match
