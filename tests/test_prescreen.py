@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker._policy_file import parse_policy
+from worker._raw_patterns import READING
 from worker.evaluate import load
 from worker.policy import Policy
 from worker.rules import RulesEngine
@@ -87,11 +88,24 @@ def test_clears_most_ordinary_text(engines):
     "\u202eflesruoy llik",  # shown as "kill yourself"
     "go \u202eflesruoy llik\u202c now",
     "k\u200by\u200bs", "a.s.s", "kyyyys", "what an @ss", "kÿs", "𝐤𝐲𝐬", "ｋｙｓ", "k y s",
+    # an invisible character the views drop before spaced letters: a version looked
+    # for it only after a letter, and its second look did not join "k|y|s"
+    "\u202ck|y|s", "\u2069K|Y|S",
 ])
 def test_sends_every_disguise_down_the_full_path(engines, text):
     engine, full = engines[1]
     assert full.match(text).matches, text  # the disguises the normaliser undoes
     assert engine._prescreen.could_fire(text)
+
+
+def test_reading_only_merges_bytes_and_keeps_breaks_breaks():
+    # the patterns read text through READING; a byte the views may read as a word
+    # break must stay one ("@kill" is " kill " in the plain view), or a screen misses
+    for code in range(256):
+        if not bytes([code]).isalnum():
+            assert not bytes([READING[code]]).isalnum(), chr(code)
+    assert bytes(range(65, 91)).translate(READING) == bytes(range(97, 123))
+    assert b"k1ll K!LL 4@ 5$".translate(READING) == b"k!ll k!ll @@ $$"
 
 
 # Text built from pieces of terms and every kind of disguise the normaliser undoes.

@@ -41,6 +41,7 @@ from functools import lru_cache
 
 from worker._raw_patterns import (
     ALNUM,
+    READING,
     chars,
     expression,
     regex_expression,
@@ -136,7 +137,7 @@ def _triggers() -> list[tuple[str, str]]:
     ``Prescreen.could_fire``)."""
     special = _special_characters()
     letterish = chars(_LETTERISH + _LETTERISH[:26].upper())
-    not_letterish = letterish.replace("[", "[^", 1)
+    not_letterish = chars(_LETTERISH + _LETTERISH[:26].upper(), negate=True)
     separator = f"(?:{chars(_SEPARATORS)}|{utf8(special.separators)})"
     latin, dropped, vanishing = (
         utf8(special.latin), utf8(special.dropped), utf8(special.vanishing)
@@ -146,9 +147,10 @@ def _triggers() -> list[tuple[str, str]]:
         (utf8(special.letters), "full"),  # Cyrillic "о", "𝐟", "ⓕ", "ß", and U+202E
         (latin, "latin"),  # "é", "Å", "ｋ"
         (f"{letterish}{vanishing}", "latin"),  # "f\u200buck", "e\u0301"
-        # a rarer character folding to nothing, after a letter or another such: it
-        # may join letters, and the second look does not drop it
-        (f"(?:{letter_like}|{vanishing}|{dropped}){dropped}", "full"),
+        # a rarer character folding to nothing: it may join letters, and the second
+        # look does not drop it (rare enough not to ask whether a letter is next to it,
+        # which would cost every text a slower scan)
+        (dropped, "full"),
         # single letters split by separators, as worker.normalise collapses them
         (f"(?:^|{not_letterish}){letter_like}{separator}+{letter_like}{separator}+"
          f"{letter_like}(?:{not_letterish}|$)", "spaced"),
@@ -165,6 +167,7 @@ def _long_runs() -> list[tuple[str, str]]:
     run of leet characters touches a letter, as the normaliser reads them ("$1000"
     stays a number)."""
     leet_run = chars("0123456789" + "".join(LEET_READINGS)) + "*"
+    any_letter = chars(ALNUM[:26] + ALNUM[:26].upper())
     patterns = []
     for char in ALNUM[:26]:
         letter = chars(char + char.upper())
@@ -178,8 +181,8 @@ def _long_runs() -> list[tuple[str, str]]:
             patterns.append(
                 ("".join(letter if x == "L" else leet_forms for x in triple), "mixed")
             )
-        patterns += [(f"[a-zA-Z]{leet_run}{leet_forms}{{3}}", "mixed"),
-                     (f"{leet_forms}{{3}}{leet_run}[a-zA-Z]", "mixed")]
+        patterns += [(f"{any_letter}{leet_run}{leet_forms}{{3}}", "mixed"),
+                     (f"{leet_forms}{{3}}{leet_run}{any_letter}", "mixed")]
     return patterns
 
 
@@ -209,8 +212,8 @@ class Database:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._database)
-        try:
-            self._database.scan(data, match_event_handler=on_match or _stop, scratch=scratch)
+        try:  # positional: the binding parses keywords several times slower
+            self._database.scan(data, on_match or _stop, 0, None, scratch)
         except hyperscan.ScanTerminated:
             return True
         return False
@@ -275,9 +278,10 @@ class Prescreen:
 
     def could_fire(self, text: str) -> bool:
         try:
-            data = text.encode()
+            raw = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
+        data = raw.translate(READING)
         seen: set[int] = set()  # trigger patterns found: the second look decides
         if self._first.scan(data, self._collector(seen, full_stops=False)):
             return True
@@ -291,44 +295,44 @@ class Prescreen:
             # normaliser's own per-character fold, then the same second look
             return self._second_look(fold(text).encode())
         if text.isascii() or kinds <= _REPEATS:  # these very bytes are what to read
-            return self._look_again(data, seen)
+            return self._look_again(raw, data, seen)
         return self._second_look(_ascii(text))
 
     def _second_look(self, plain: bytes) -> bool:
         """``plain`` (read as ASCII, or folded) through the first database, then
         ``_look_again`` for what that scan finds."""
+        data = plain.translate(READING)
         seen: set[int] = set()
-        return (self._first.scan(plain, self._collector(seen, full_stops=True))
-                or self._look_again(plain, seen))
+        return (self._first.scan(data, self._collector(seen, full_stops=True))
+                or self._look_again(plain, data, seen))
 
-    def _look_again(self, plain: bytes, seen: set[int]) -> bool:
-        """After a scan of ``plain`` matched no term but found the triggers ``seen``: its
-        repeats squeezed, and its spaced-out letters joined (and that squeezed if need
-        be)."""
-        if self._repeats(plain, seen):
+    def _look_again(self, plain: bytes, data: bytes, seen: set[int]) -> bool:
+        """After a scan of ``data`` (``plain`` through ``READING``) matched no term but
+        found the triggers ``seen``: its repeats squeezed, and its spaced-out letters
+        joined (and that squeezed if need be)."""
+        if self._repeats(data, seen):
             return True
         if not any(self._kinds[pattern] == "spaced" for pattern in seen):
             return False
         joined = unspaced(fold_bytes(plain).decode("latin-1"))
         if joined is None:
             return False
-        data, seen = joined.encode("latin-1"), set()
+        data, seen = joined.encode("latin-1").translate(READING), set()
         return (self._first.scan(data, self._collector(seen, full_stops=True))
                 or self._repeats(data, seen))
 
     def _repeats(self, data: bytes, seen: set[int]) -> bool:
         """Runs of a letter, which canonical views squeeze to one and to two letters.
-        Where each run is one letter repeated, the same squeeze on the raw bytes and the
-        first database stand for those views; leet characters among a run ("fo0ol")
-        take the second database, whose letters may repeat."""
+        Where each run is one letter repeated, the same squeeze on ``data`` (already
+        lower case) and the first database stand for those views; leet characters
+        among a run ("fo0ol") take the second database, whose letters may repeat."""
         if any(self._kinds[pattern] == "mixed" for pattern in seen):
             return self._second.scan(data)
         runs = [self._squeezes[pattern] for pattern in seen if pattern in self._squeezes]
         if not runs:
             return False
-        lowered = data.lower()
         for keep in (1, 2):
-            squeezed = lowered
+            squeezed = data
             for run, letter in runs:
                 squeezed = run.sub(letter * keep, squeezed)
             if self._first.scan(squeezed, self._on_term):
