@@ -33,6 +33,7 @@ from celery.worker import state as worker_state
 from kombu import Consumer
 
 from worker import metrics, topology
+from worker._heap import HeapFreezer
 from worker.models import Verdict
 from worker.pipeline import DeadLetter, Pending, Pipeline, build_pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
@@ -164,6 +165,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         self._debug = self.settings.log_level.upper() == "DEBUG"  # per-message log args
         self._end_to_end = metrics.STAGE_SECONDS.labels("end_to_end")
         self._publish_seconds = metrics.STAGE_SECONDS.labels("publish")
+        self._heap = HeapFreezer()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         self._touch_health()
         if self._heartbeat is None:
             metrics.serve(self.settings.metrics_port)
+            self._heap.freeze()
         else:  # a reconnect: Celery cancelled the timers of the old connection
             self._heartbeat.cancel()
         self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
@@ -345,6 +348,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             with self._inflight_lock:
                 self._batches_in_flight -= 1
         self._publish(list(zip(verdicts, (m for _, m in batch), strict=True)))
+        self._heap.after_batch()
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
         out: list[OutMessage] = []

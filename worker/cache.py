@@ -46,7 +46,11 @@ class ScoreCache:
     """In-process LRU in front of an optional Redis shared by every pod."""
 
     def __init__(self, size: int, redis_url: str | None = None, ttl_s: int = 7 * 86400) -> None:
-        self._lru: LRUCache[str, CachedScores] = LRUCache(maxsize=max(size, 1))
+        # entries as plain tuples of floats and a str, which the garbage collector stops
+        # tracking: 100k dataclass instances would lengthen every full collection
+        self._lru: LRUCache[str, tuple[tuple[float, ...], str]] = LRUCache(
+            maxsize=max(size, 1)
+        )
         self._lock = threading.Lock()
         self._ttl_s = ttl_s
         self._redis: Any = None
@@ -59,7 +63,8 @@ class ScoreCache:
 
     def get_local(self, key: str) -> CachedScores | None:
         with self._lock:
-            return self._lru.get(key)
+            entry = self._lru.get(key)
+        return None if entry is None else CachedScores(*entry)
 
     def get_many(self, keys: list[str]) -> dict[str, CachedScores]:
         """Local hits, then one Redis round trip for the rest; Redis trouble is a miss."""
@@ -67,11 +72,11 @@ class ScoreCache:
         missing: list[str] = []
         with self._lock:
             for key in keys:
-                hit = self._lru.get(key)
-                if hit is None:
+                entry = self._lru.get(key)
+                if entry is None:
                     missing.append(key)
                 else:
-                    found[key] = hit
+                    found[key] = CachedScores(*entry)
         if missing and self._redis is not None:
             try:
                 values = self._redis.mget([f"mod:s:{k}" for k in missing])
@@ -83,14 +88,14 @@ class ScoreCache:
                     if raw is not None:
                         hit = CachedScores.loads(raw)
                         found[key] = hit
-                        self._lru[key] = hit
+                        self._lru[key] = (hit.scores, hit.model)
         return found
 
     def put_many(self, entries: dict[str, CachedScores]) -> None:
         if not entries:
             return
         with self._lock:
-            self._lru.update(entries)
+            self._lru.update((key, (v.scores, v.model)) for key, v in entries.items())
         if self._redis is not None:
             try:
                 pipe = self._redis.pipeline(transaction=False)
