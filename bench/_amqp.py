@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import json
 import threading
 import time
@@ -234,6 +235,8 @@ def collect(
     Record per id: (sent, received, source, prompt_tokens, completion_tokens, llm_calls,
     cost_usd, worker latency_ms).
     """
+    gc.collect()
+    gc.freeze()  # the measuring instrument: no full-collection pauses in its timestamps
     address = BrokerAddress.parse(broker_url)
     connection = address.connect()
     channel = connection.channel()

@@ -12,6 +12,7 @@ that obeys prompt injection.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import re
@@ -288,6 +289,10 @@ def main() -> None:
     args = parser.parse_args()
     server = FakeLLM(args.port, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
     print(f"fake LLM on {server.base_url}", flush=True)
+    # as the worker does (worker._heap): no full-collection pauses in the stand-in for a
+    # remote API, which a benchmark would count as the worker's added latency
+    gc.collect()
+    gc.freeze()
     server._server.serve_forever()
 
 
