@@ -41,9 +41,9 @@ from functools import lru_cache
 
 from worker._raw_patterns import (
     ALNUM,
-    READING,
     chars,
     expression,
+    reading,
     regex_expression,
     render,
     utf8,
@@ -152,8 +152,8 @@ def _triggers() -> list[tuple[str, str]]:
         # which would cost every text a slower scan)
         (dropped, "full"),
         # single letters split by separators, as worker.normalise collapses them
-        (f"(?:^|{not_letterish}){letter_like}{separator}+{letter_like}{separator}+"
-         f"{letter_like}(?:{not_letterish}|$)", "spaced"),
+        (f"{not_letterish}{letter_like}{separator}+{letter_like}{separator}+"
+         f"{letter_like}{not_letterish}", "spaced"),
         *_long_runs(),
     ]
 
@@ -281,7 +281,7 @@ class Prescreen:
             raw = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        data = raw.translate(READING)
+        data = reading(raw)
         seen: set[int] = set()  # trigger patterns found: the second look decides
         if self._first.scan(data, self._collector(seen, full_stops=False)):
             return True
@@ -301,13 +301,13 @@ class Prescreen:
     def _second_look(self, plain: bytes) -> bool:
         """``plain`` (read as ASCII, or folded) through the first database, then
         ``_look_again`` for what that scan finds."""
-        data = plain.translate(READING)
+        data = reading(plain)
         seen: set[int] = set()
         return (self._first.scan(data, self._collector(seen, full_stops=True))
                 or self._look_again(plain, data, seen))
 
     def _look_again(self, plain: bytes, data: bytes, seen: set[int]) -> bool:
-        """After a scan of ``data`` (``plain`` through ``READING``) matched no term but
+        """After a scan of ``data`` (``reading(plain)``) matched no term but
         found the triggers ``seen``: its repeats squeezed, and its spaced-out letters
         joined (and that squeezed if need be)."""
         if self._repeats(data, seen):
@@ -317,7 +317,7 @@ class Prescreen:
         joined = unspaced(fold_bytes(plain).decode("latin-1"))
         if joined is None:
             return False
-        data, seen = joined.encode("latin-1").translate(READING), set()
+        data, seen = reading(joined.encode("latin-1")), set()
         return (self._first.scan(data, self._collector(seen, full_stops=True))
                 or self._repeats(data, seen))
 

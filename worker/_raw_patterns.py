@@ -71,6 +71,13 @@ def _reading() -> bytes:
 READING = _reading()
 
 
+def reading(raw: bytes) -> bytes:
+    """What the patterns scan: ``raw`` through ``READING``, between two spaces, as
+    canonical text is. A word at either end then has a break on both sides, so no
+    pattern needs "^" or "$" alternatives, which cost Hyperscan every byte."""
+    return b" " + raw.translate(READING) + b" "
+
+
 def chars(members: str, negate: bool = False) -> str:
     """The byte class that ``members`` (ASCII), or with ``negate`` every byte but them,
     become through ``READING``."""
@@ -104,7 +111,7 @@ def expression(body: str, left: bool, right: bool) -> str | None:
     if not words or any(c not in ALNUM for word in words for c in word):
         return None
     middle = f"{BREAK}+".join("".join(_letter(c) for c in word) for word in words)
-    return (f"(?:^|{BREAK})" if left else "") + middle + (f"(?:{BREAK}|$)" if right else "")
+    return (BREAK if left else "") + middle + (BREAK if right else "")
 
 
 # A canonical space is a run of non-letters, or the padding at either end: inside a
@@ -129,9 +136,9 @@ def regex_expression(pattern: str) -> str | None:
     items = list(_sre_parse.parse(pattern))
     head = tail = ""
     if items and items[0] == (_sre.LITERAL, ord(" ")):
-        head, items = f"(?:^|{BREAK})", items[1:]
+        head, items = BREAK, items[1:]
     if items and items[-1] == (_sre.LITERAL, ord(" ")):
-        tail, items = f"(?:{BREAK}|$)", items[:-1]
+        tail, items = BREAK, items[:-1]
     try:
         return head + _items(items) + tail
     except _Untranslatable:
