@@ -33,6 +33,11 @@ def test_canonical(text: str, expected: str):
 def test_variants_only_when_there_is_something_to_undo():
     assert views("a normal sentence") == [" a normal sentence "]
     assert views("k y s") == [" k y s ", " kys "]
+    # after a symbol or a letter of another script, at the end of the text or not
+    for text in ("🔪k y s", "我k.y.s", "我k-y-s我", "🔪 k y s", "(k y s)"):
+        assert " kys " in views(text), text
+        assert " kys " in [v.text for v in views_with_offsets(text)], text
+    assert views("a big cat") == [" a big cat "]  # one single letter is not spaced-out
     assert views("fuuuuck") == [" fuuuuck ", " fuck ", " fuuck "]
     assert views("\u202ellik\u202c you") == [" llik you ", " kill you "]  # shown reversed
 

@@ -39,7 +39,10 @@ _AMBIGUOUS = re.compile(r"[1!|]+[a-z]")  # "k1ll", "|ick": a rare class first, s
 _LETTERISH = r"[a-z0-9@$!+]"
 SEPARATOR_CHARS = " .-*,/~:;|"  # may split single letters: "k y s", "f.u.c.k"
 _SEP = r"[ .\-*,/~:;|]"
-_SPACED_HINT = re.compile(f"{_SEP}{_LETTERISH}{_SEP}+{_LETTERISH}{_SEP}")  # cheap pre-check
+# A cheap pre-check that _SPACED_LETTERS needs: its second letter between separators,
+# then the next, which no letter follows. (It once also asked for a separator after
+# that one, and so missed "🔪k y s" at the end of a text.)
+_SPACED_HINT = re.compile(f"{_SEP}{_LETTERISH}{_SEP}+{_LETTERISH}(?![a-z0-9@$!+])")
 _SPACED_LETTERS = re.compile(
     f"(?<![a-z0-9@$!+]){_LETTERISH}(?:{_SEP}+{_LETTERISH}(?![a-z0-9@$!+])){{2,}}"
 )
@@ -121,7 +124,7 @@ def fold_bytes(data: bytes) -> bytes:
 def unspaced(folded: str) -> str | None:
     """``folded`` (see ``fold``) with spaced-out letters joined ("k y s" -> "kys"), as
     the canonical views join them; None when it has none."""
-    if _SPACED_HINT.search(" " + folded) is None:
+    if _SPACED_HINT.search(folded) is None:
         return None
     joined = _SPACED_LETTERS.sub(_unspace, folded)
     return joined if joined != folded else None
@@ -395,7 +398,7 @@ def _core_views_tracked(
     """The views of ``_core_views``, with offsets."""
     folded = _fold_tracked(text, positions)
     variants = [folded]
-    if _SPACED_HINT.search(" " + folded.chars) is not None:
+    if _SPACED_HINT.search(folded.chars) is not None:
         unspaced = folded.drop(_SPACED_LETTERS, _unspace_marked)
         if unspaced.chars != folded.chars:
             variants.append(unspaced)
