@@ -37,8 +37,9 @@ _AMBIGUOUS = re.compile(r"[1!|]+[a-z]")  # "k1ll", "|ick": a rare class first, s
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
 _LETTERISH = r"[a-z0-9@$!+]"
-SEPARATOR_CHARS = " .-*,/~:;|"  # may split single letters: "k y s", "f.u.c.k"
-_SEP = r"[ .\-*,/~:;|]"
+# What may split single letters: "k y s", "f.u.c.k", "(k)(y)(s)", one letter a line.
+SEPARATOR_CHARS = " .-*,/~:;|\t\n\r()[]{}<>=#"
+_SEP = "[" + re.escape(SEPARATOR_CHARS) + "]"
 # A cheap pre-check that _SPACED_LETTERS needs: its second letter between separators,
 # then the next, which no letter follows. (It once also asked for a separator after
 # that one, and so missed "🔪k y s" at the end of a text.)
