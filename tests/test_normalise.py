@@ -42,6 +42,13 @@ def test_variants_only_when_there_is_something_to_undo():
     assert views("\u202ellik\u202c you") == [" llik you ", " kill you "]  # shown reversed
 
 
+def test_latin_letters_nfkd_keeps_whole_read_as_their_base_letters():
+    assert views("kill yøurself") == [" kill yourself "]
+    assert views("Søren Kierkegaard, Łódź, Ærø, straße") == [
+        " soren kierkegaard lodz aero strasse "
+    ]
+
+
 def test_spans_point_into_the_original_text():
     text = "hey, K\u200bY\u200bS!"
     view = views_with_offsets(text)[0]

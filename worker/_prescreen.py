@@ -68,9 +68,12 @@ _RANGES = (range(0x30000), range(0xE0000, 0xE1000))  # where folds differ from i
 
 
 # Characters that fold to nothing and are frequent in ordinary text (accents, zero-width,
-# soft hyphen, variation selectors): the second look drops them itself. A small class,
-# so that re scans for it quickly; the rest send a text that needs them down the full path.
-_VANISHING = re.compile("[\u0300-\u036f\u00ad\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff]+")
+# soft hyphen, variation selectors, the kana voicing marks NFKD splits from "ジ"): the
+# second look drops them itself. A small class, so that re scans for it quickly; the rest
+# send a text that needs them down the full path.
+_VANISHING = re.compile(
+    "[\u0300-\u036f\u00ad\u200b-\u200f\u2060-\u2064\u3099\u309a\ufe00-\ufe0f\ufeff]+"
+)
 _ACCENTS = re.compile("[\u0300-\u036f]+")
 
 
@@ -79,7 +82,9 @@ class _Special:
     """Non-ASCII characters canonical views do not simply read as a break."""
 
     letters: set[int]  # folds to letters, digits or leet characters
-    latin: set[int]  # of those, an ASCII letter plus combining accents ("é", "Å")
+    latin: set[int]  # of those, an ASCII letter plus combining accents ("é", "Å"), or a
+    # Latin letter NFKD keeps whole that folds to ASCII letters ("ø", "æ", "ł": ``whole``)
+    whole: dict[bytes, bytes]  # those whole letters' UTF-8 -> their ASCII reading
     dropped: set[int]  # folds to nothing (joins its neighbours), but not in ``vanishing``
     vanishing: set[int]  # the frequent ones: accents, zero-width, soft hyphen, selectors
     separators: set[int]  # folds to separators: may split "k.y.s"
@@ -88,7 +93,7 @@ class _Special:
 @lru_cache(maxsize=1)
 def _special_characters() -> _Special:
     special = _Special(
-        set(), set(), {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set()
+        set(), set(), {}, {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set()
     )
     for block in _RANGES:
         for code in block:
@@ -107,6 +112,10 @@ def _special_characters() -> _Special:
                 base = _ACCENTS.sub("", unicodedata.normalize("NFKD", chr(code)))
                 if len(base) == 1 and base.isascii() and base.isalpha() and base.lower() == folded:
                     special.latin.add(code)
+                elif (base == chr(code) and folded.isascii() and folded.isalpha()
+                      and unicodedata.name(base, "").startswith("LATIN ")):
+                    special.latin.add(code)
+                    special.whole[base.encode()] = folded.encode()
                 else:
                     special.letters.add(code)
     special.letters.add(0x202E)  # right-to-left override: views read what follows reversed
@@ -117,17 +126,28 @@ def _special_characters() -> _Special:
 # The same characters in UTF-8, for text already decomposed (NFKD) and encoded.
 _VANISHING_UTF8 = re.compile(
     rb"\xcc[\x80-\xbf]|\xcd[\x80-\xaf]|\xc2\xad|\xe2\x80[\x8b-\x8f]|\xe2\x81[\xa0-\xa4]"
-    rb"|\xef\xb8[\x80-\x8f]|\xef\xbb\xbf"
+    rb"|\xe3\x82[\x99\x9a]|\xef\xb8[\x80-\x8f]|\xef\xbb\xbf"
 )
 
 
+@lru_cache(maxsize=1)
+def _whole_letters() -> tuple[re.Pattern[bytes], dict[bytes, bytes]]:
+    whole = _special_characters().whole
+    return re.compile(b"|".join(map(re.escape, sorted(whole, key=len, reverse=True)))), whole
+
+
 def _ascii(text: str) -> bytes:
-    """What the second look reads: compatibility forms decomposed and the frequent
-    characters that fold to nothing dropped. Every byte of what is left outside ASCII
+    """What the second look reads: compatibility forms decomposed, the frequent
+    characters that fold to nothing dropped, and Latin letters NFKD keeps whole read as
+    the normaliser reads them ("ø" as "o"). Every byte of what is left outside ASCII
     reads as a word break, as such characters do in canonical text. Bytes, because a
     byte-level regex finds the few accents in mostly ASCII text several times faster
     than a str one."""
-    return _VANISHING_UTF8.sub(b"", unicodedata.normalize("NFKD", text).encode())
+    data = _VANISHING_UTF8.sub(b"", unicodedata.normalize("NFKD", text).encode())
+    letters, reading = _whole_letters()
+    if letters.search(data) is None:
+        return data
+    return letters.sub(lambda match: reading[match.group()], data)
 
 
 @lru_cache(maxsize=1)

@@ -69,6 +69,11 @@ _EXTRA_LOOKALIKES = {
     **dict(zip("абвгдежзийклмнопрстуфхцчшщъыьэюяіјѕԁһӏԝ", "abbrdex3uuknmhonpctyoxuywwbbbeorijsdhlw",
                strict=True)),
     **dict(zip("ոսհցօ", "nuhgo", strict=True)),
+    # Latin letters NFKD keeps whole (a stroke, a ligature): read as their base letters,
+    # as search engines fold them ("kill yøurself", "Søren" -> "soren")
+    **{k: v for lower, v in {"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ħ": "h",
+                             "ŧ": "t", "þ": "th", "ð": "d"}.items()
+       for k in (lower, lower.upper())},
 }
 
 
