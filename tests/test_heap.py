@@ -36,7 +36,8 @@ def test_after_batch_freezes_once_more_and_then_never(unfrozen):
     assert second >= first + len(keep)
     more = [[index] for index in range(5_000)]
     freezer.after_batch()
-    assert gc.get_freeze_count() == second  # only after the first batch
+    # only after the first batch (the count may drop: frozen objects still get freed)
+    assert gc.get_freeze_count() < second + len(more)
     del keep, more
 
 
