@@ -88,12 +88,14 @@ class _Special:
     dropped: set[int]  # folds to nothing (joins its neighbours), but not in ``vanishing``
     vanishing: set[int]  # the frequent ones: accents, zero-width, soft hyphen, selectors
     separators: set[int]  # folds to separators: may split "k.y.s"
+    symbols: set[int]  # of those, the ones NFKD keeps whole: emoji and other symbols
 
 
 @lru_cache(maxsize=1)
 def _special_characters() -> _Special:
     special = _Special(
-        set(), set(), {}, {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set()
+        set(), set(), {}, {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set(),
+        set(),
     )
     for block in _RANGES:
         for code in block:
@@ -106,6 +108,9 @@ def _special_characters() -> _Special:
                 decomposed = unicodedata.normalize("NFKD", chr(code))
                 if decomposed.isascii() and decomposed == folded:  # "…", no-break space
                     special.separators.add(code)
+                elif decomposed == chr(code) and folded == " ":  # "🙂": see _ascii
+                    special.separators.add(code)
+                    special.symbols.add(code)
                 else:
                     special.letters.add(code)
             elif any(c in _MATTERS for c in folded):
@@ -136,14 +141,23 @@ def _whole_letters() -> tuple[re.Pattern[bytes], dict[bytes, bytes]]:
     return re.compile(b"|".join(map(re.escape, sorted(whole, key=len, reverse=True)))), whole
 
 
-def _ascii(text: str) -> bytes:
+@lru_cache(maxsize=1)
+def _symbols() -> re.Pattern[bytes]:
+    return re.compile(utf8(_special_characters().symbols).encode())
+
+
+def _ascii(text: str, symbols: bool = False) -> bytes:
     """What the second look reads: compatibility forms decomposed, the frequent
     characters that fold to nothing dropped, and Latin letters NFKD keeps whole read as
     the normaliser reads them ("ø" as "o"). Every byte of what is left outside ASCII
     reads as a word break, as such characters do in canonical text. Bytes, because a
     byte-level regex finds the few accents in mostly ASCII text several times faster
-    than a str one."""
+    than a str one. ``symbols``: emoji and other symbols read as spaces too, which only
+    matters where they may split spaced-out letters ("k🙂y🙂s"), so only then is it
+    worth a scan for them."""
     data = _VANISHING_UTF8.sub(b"", unicodedata.normalize("NFKD", text).encode())
+    if symbols:
+        data = _symbols().sub(b" ", data)
     letters, reading = _whole_letters()
     if letters.search(data) is None:
         return data
@@ -316,7 +330,7 @@ class Prescreen:
             return self._second_look(fold(text).encode())
         if text.isascii() or kinds <= _REPEATS:  # these very bytes are what to read
             return self._look_again(raw, data, seen)
-        return self._second_look(_ascii(text))
+        return self._second_look(_ascii(text, symbols="spaced" in kinds))
 
     def _second_look(self, plain: bytes) -> bool:
         """``plain`` (read as ASCII, or folded) through the first database, then

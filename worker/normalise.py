@@ -37,7 +37,8 @@ _AMBIGUOUS = re.compile(r"[1!|]+[a-z]")  # "k1ll", "|ick": a rare class first, s
 # Three or more single letter-like characters split by separators: "k y s", "f.u.c.k",
 # "k-i-l-l", "5.h.0.0.t", "s|h/o*o.t".
 _LETTERISH = r"[a-z0-9@$!+]"
-# What may split single letters: "k y s", "f.u.c.k", "(k)(y)(s)", one letter a line.
+# What may split single letters: "k y s", "f.u.c.k", "(k)(y)(s)", one letter a line
+# (and emoji and other symbols, which the per-character fold reads as spaces).
 SEPARATOR_CHARS = " .-*,/~:;|\t\n\r()[]{}<>=#"
 _SEP = "[" + re.escape(SEPARATOR_CHARS) + "]"
 # A cheap pre-check that _SPACED_LETTERS needs: its second letter between separators,
@@ -99,6 +100,10 @@ def _char_table() -> dict[int, str | None]:
             small_capital = re.fullmatch(r"LATIN LETTER SMALL CAPITAL ([A-Z])", name)
             if small_capital:
                 table[code] = small_capital.group(1).lower()
+            elif unicodedata.category(char) == "So":
+                # emoji and other symbols: a word break, as before, and a separator
+                # between spaced-out letters ("k🙂y🙂s")
+                table[code] = " "
     table.update({ord(k): v for k, v in _EXTRA_LOOKALIKES.items()})
     return table
 
