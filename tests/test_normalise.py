@@ -40,6 +40,7 @@ def test_variants_only_when_there_is_something_to_undo():
     assert views("a big cat") == [" a big cat "]  # one single letter is not spaced-out
     assert views("f🤬u🤬c🤬k you") == [" f u c k you ", " fuck you "]  # emoji separate too
     assert views("I ❤️ NY") == [" i ny "]
+    assert views("🇰🇾🇸, from 🇺🇸") == [" kys from us "]  # flags are letter pairs
     assert views("fuuuuck") == [" fuuuuck ", " fuck ", " fuuck "]
     assert views("\u202ellik\u202c you") == [" llik you ", " kill you "]  # shown reversed
 

@@ -94,6 +94,7 @@ def test_clears_most_ordinary_text(engines):
     "🔪k y s", "我k.y.s",  # a symbol or another script's letter right before them
     "kill yøurself", "KILL YØURSELF", "ᴋɪʟʟ yourself",  # Latin letters NFKD keeps whole
     "k🙂y🙂s", "k 🔪 y 🔪 s", "café k🙂y🙂s",  # emoji between spaced-out letters
+    "🇰🇾🇸", "go 🇰🇾🇸 now",  # the letters flags are made of
 ])
 def test_sends_every_disguise_down_the_full_path(engines, text):
     engine, full = engines[1]

@@ -118,7 +118,7 @@ def _special_characters() -> _Special:
                 if len(base) == 1 and base.isascii() and base.isalpha() and base.lower() == folded:
                     special.latin.add(code)
                 elif (base == chr(code) and folded.isascii() and folded.isalpha()
-                      and unicodedata.name(base, "").startswith("LATIN ")):
+                      and unicodedata.name(base, "").startswith(("LATIN ", "REGIONAL "))):
                     special.latin.add(code)
                     special.whole[base.encode()] = folded.encode()
                 else:

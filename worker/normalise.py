@@ -97,9 +97,12 @@ def _char_table() -> dict[int, str | None]:
             table[code] = None
         elif code > 0x7F and code not in table:
             name = unicodedata.name(char, "")
-            small_capital = re.fullmatch(r"LATIN LETTER SMALL CAPITAL ([A-Z])", name)
-            if small_capital:
-                table[code] = small_capital.group(1).lower()
+            # small capitals ("ᴋ"), and the letters flags are made of ("🇰🇾🇸")
+            letter = re.fullmatch(
+                r"(?:LATIN LETTER SMALL CAPITAL|REGIONAL INDICATOR SYMBOL LETTER) ([A-Z])", name
+            )
+            if letter:
+                table[code] = letter.group(1).lower()
             elif unicodedata.category(char) == "So":
                 # emoji and other symbols: a word break, as before, and a separator
                 # between spaced-out letters ("k🙂y🙂s")
