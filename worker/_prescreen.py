@@ -2,9 +2,10 @@
 
 Normalising a message (``worker.normalise``) costs tens of microseconds of Python, and
 most messages match no rule at all. So the policy's terms (and its regexes, translated)
-are also compiled into one Hyperscan database over the *original* text's UTF-8: each
-canonical letter becomes a byte class of its case and leetspeak forms, between the same
-word boundaries canonical text has. One scan of a few microseconds answers "nothing
+are also compiled into one Hyperscan database over the *original* text's UTF-8 (read
+through ``worker._raw_patterns.reading``: lower case, one byte per letter's leet forms,
+padded with spaces): each canonical letter becomes a byte class of its forms, between
+the same word boundaries canonical text has. One scan of a few microseconds answers "nothing
 here" for most messages; only the rest pay for the normaliser and the automaton, which
 make the real decision.
 
