@@ -84,7 +84,7 @@ class _Special:
 
     letters: set[int]  # folds to letters, digits or leet characters
     latin: set[int]  # of those, an ASCII letter plus combining accents ("é", "Å"), or a
-    # Latin letter NFKD keeps whole that folds to ASCII letters ("ø", "æ", "ł": ``whole``)
+    # Latin or flag letter NFKD keeps whole that folds to ASCII ("ø", "æ", "🇰": ``whole``)
     whole: dict[bytes, bytes]  # those whole letters' UTF-8 -> their ASCII reading
     dropped: set[int]  # folds to nothing (joins its neighbours), but not in ``vanishing``
     vanishing: set[int]  # the frequent ones: accents, zero-width, soft hyphen, selectors
@@ -95,8 +95,9 @@ class _Special:
 @lru_cache(maxsize=1)
 def _special_characters() -> _Special:
     special = _Special(
-        set(), set(), {}, {c for c in range(32) if c not in (9, 10, 13)} | {0x7F}, set(), set(),
-        set(),
+        letters=set(), latin=set(), whole={},
+        dropped={c for c in range(32) if c not in (9, 10, 13)} | {0x7F},
+        vanishing=set(), separators=set(), symbols=set(),
     )
     for block in _RANGES:
         for code in block:
