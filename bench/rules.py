@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
-import json
 import random
 import statistics
 import sys
@@ -28,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._data import load_texts  # noqa: E402
 from bench._proc import python_speed  # noqa: E402
 from worker._policy_file import parse_policy  # noqa: E402
 from worker.normalise import views, warm_up  # noqa: E402
 from worker.rules import RulesEngine  # noqa: E402
 
-DATASET = ROOT.parent / "shared" / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
 DEFAULT = ROOT / "worker" / "policies" / "default.yaml"
 
 
@@ -85,8 +83,7 @@ def main() -> None:
     parser.add_argument("--terms", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with gzip.open(DATASET, "rt", encoding="utf-8") as lines:
-        texts = [json.loads(line)["prompt"] for line in lines]
+    texts = load_texts(shuffled=False)
     print(f"machine speed: {python_speed():.1f} ns per iteration of a fixed Python loop "
           "(lower is faster; compare runs by it)")
     policy = parse_policy(big_policy(args.terms), "bench")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import multiprocessing as mp
 import os
@@ -49,9 +48,9 @@ if str(ROOT) not in sys.path:
 
 from bench import _proc, _profile  # noqa: E402
 from bench._amqp import collect, produce, queue_depths  # noqa: E402
+from bench._data import load_texts  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-DATASET = SHARED / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
 TIKTOKEN_DIR = SHARED / "tiktoken"
 RABBIT = os.environ.get("BENCH_RABBIT", "127.0.0.1:5672")
 VERDICTS = "moderation.verdicts"
@@ -297,11 +296,6 @@ def start_naive(broker_url: str, llm_url: str, tmp: Path, processes: int) -> Any
 
 
 # -- data -------------------------------------------------------------------------------
-
-def load_texts() -> list[str]:
-    with gzip.open(DATASET, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["prompt"] for line in f if line.strip()]
-
 
 @dataclass
 class Feed:
@@ -774,7 +768,6 @@ def main(argv: list[str] | None = None) -> int:
         extra_env["MODERATION_REDIS_URL"] = args.redis
         extra_env.setdefault("MODERATION_CACHE_TTL_S", "900")
     texts = load_texts()
-    random.Random(3).shuffle(texts)
     feed = Feed(texts, unique=not args.allow_repeats,
                 base=random.randrange(1, 10**6) * 10**6 if args.redis else 0)
     results: dict[str, Any] = {

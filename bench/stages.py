@@ -13,10 +13,8 @@ request-sized and one verdict-sized message, with kombu's Message wrapper).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -24,6 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # after --src: the worker comes from there, bench from here
+
+from bench._data import load_texts, unique_texts  # noqa: E402
 
 
 def main() -> None:
@@ -90,16 +92,11 @@ def run(args: argparse.Namespace) -> None:
     from worker.settings import Settings
     from worker.validate import Envelope, validate
 
-    dataset = ROOT.parent / "shared" / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
-    with gzip.open(dataset, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    random.Random(3).shuffle(texts)
     n = args.messages
     bodies = [
-        json.dumps({"metadata": {"t": 1.0}, "id": f"s-{i}",
-                    "text": f"{texts[i % len(texts)]} #{i}"},
+        json.dumps({"metadata": {"t": 1.0}, "id": f"s-{i}", "text": text},
                    ensure_ascii=False, separators=(",", ":")).encode()
-        for i in range(n)
+        for i, text in enumerate(unique_texts(load_texts(), n))
     ]
     settings = Settings(cache_size=100_000)
     pipeline = build_pipeline(settings)

@@ -16,10 +16,8 @@ sleep's own CPU is printed beside it.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -31,8 +29,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken"))
 
 from bench import _proc  # noqa: E402
-
-DATASET = ROOT.parent / "shared" / "datasets" / "openai-moderation-samples-1680.jsonl.gz"
+from bench._data import load_texts, unique_texts  # noqa: E402
 
 
 def _spin(seconds: float) -> None:
@@ -67,11 +64,8 @@ def main() -> None:
     from worker.settings import Settings
     from worker.validate import Envelope
 
-    with gzip.open(DATASET, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    random.Random(3).shuffle(texts)
-    bodies = [json.dumps({"id": f"m{i}", "text": f"{texts[i % len(texts)]} #{i}"}).encode()
-              for i in range(args.messages * 2)]
+    bodies = [json.dumps({"id": f"m{i}", "text": text}).encode()
+              for i, text in enumerate(unique_texts(load_texts(), args.messages * 2))]
     pipeline = build_pipeline(Settings())
     feed = iter(bodies)
 
