@@ -1,79 +1,89 @@
 """A simulated OpenAI-compatible chat completions server, for tests and benchmarks.
 
-Real HTTP on loopback, so the real ``openai`` client and its retries are exercised. It
+Real HTTP on loopback, so the real ``openai`` client talks to it as to the real API. It
 answers in the JSON schema the request asks for, scoring text with a small keyword
-lexicon (deterministic), and can be told to misbehave: rate limits with Retry-After,
-5xx, timeouts, malformed or cut-off JSON, refusals, missing items, a gullible model
-that obeys prompt injection.
+lexicon (deterministic), and costs and refuses what a real model would, so that what is
+tuned against it holds against one:
 
-    python -m worker.testing.fake_llm --port 8099 --latency-ms 300 --jitter-ms 50
+- ``real`` timing (the default): a reply of N tokens takes a time to first token
+  (lognormal, median ``ttft_ms``) + prefill (``prefill_ms_per_1k``) + N x ``token_ms``,
+  as gpt-4o-mini's ~0.6 s + N x 15 ms; ``fixed``: ``latency_ms`` +- ``jitter_ms`` whatever
+  the length; ``instant``: no waiting at all.
+- ``max_completion_tokens`` cuts the reply (finish_reason ``length``); ``"stream": true``
+  answers with server-sent events, a token per chunk (those due at once when it is late).
+- optional limits: ``rpm``/``tpm`` (OpenAI's 429 and x-ratelimit-* headers), ``slots``
+  (requests generating at once, as llama.cpp's ``--parallel``; the rest queue), and
+  ``context_tokens`` (a 400 worded as OpenAI's or llama.cpp's).
+- faults on demand (``inject``) or at random (``fault_rates``): ``FAULTS``.
+
+``POST /_control`` changes settings at run time; ``GET /_stats`` returns the counters and
+the calls recorded with ``record`` on, then forgets the calls.
+
+    python -m worker.testing.fake_llm --port 8099 --timing real --ttft-ms 600 --token-ms 15
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from worker.models import CATEGORIES
+import orjson
 
-LEXICON: dict[str, tuple[str, ...]] = {
-    "harassment": ("idiot", "stupid", "loser", "moron", "shut up", "ugly", "pathetic"),
-    "harassment/threatening": ("kill you", "hurt you", "find you", "you're dead", "beat you"),
-    "hate": ("subhuman", "vermin", "go back to your country", "inferior race"),
-    "hate/threatening": ("exterminate", "gas them", "wipe them out"),
-    "illicit": ("buy drugs", "cook meth", "launder money", "stolen cards"),
-    "illicit/violent": ("make a bomb", "build a bomb", "untraceable gun"),
-    "self-harm": ("cut myself", "self harm", "hurt myself"),
-    "self-harm/intent": ("want to die", "kill myself", "end my life"),
-    "self-harm/instructions": ("how to kill yourself", "lethal dose"),
-    "sexual": ("nude", "porn", "sex", "naked", "horny"),
-    "sexual/minors": ("underage", "minor nude", "child porn"),
-    "violence": ("kill", "stab", "shoot", "murder", "beat", "punch", "blood"),
-    "violence/graphic": ("gore", "dismember", "guts", "decapitat"),
-}
-_DIRECTIVE = re.compile(r"\[\[score:([^\]]*)\]\]")
-_ITEM = re.compile(r"^(\d+): (\".*\")$", re.MULTILINE)
-_TAG = re.compile(r" #(\d+)$")
-FAULTS = ("429", "500", "timeout", "malformed", "truncated", "refusal", "missing", "disconnect")
+from worker.testing import _fake_reply as fr
+from worker.testing import _fake_timing as ft
+from worker.testing._fake_reply import LEXICON, answered_scores, score_text
 
+__all__ = ["FAULTS", "LEXICON", "TIMINGS", "FakeLLM", "FakeLLMState", "answered_scores", "main",
+           "score_text"]
 
-def score_text(text: str) -> dict[str, int]:
-    """0-100 per category; ``[[score:hate=95]]`` in the text sets a score exactly."""
-    lowered = text.lower()
-    scores = {c: 1 for c in CATEGORIES}
-    for category, words in LEXICON.items():
-        if any(w in lowered for w in words):
-            scores[category] = 88
-    for directive in _DIRECTIVE.findall(text):
-        for part in directive.split(","):
-            name, _, value = part.partition("=")
-            if name.strip() in scores:
-                scores[name.strip()] = int(value)
-    return scores
+# 429 (retry-after: 0.2), 500, timeout (timeout_s, then 504), malformed (content cut in
+# half + "}}oops"), truncated (cut in half, finish_reason "length"), refusal, missing (the
+# last entry dropped), disconnect (hang up without an answer; streaming: after half the
+# chunks), shuffled (entries in reverse order), stall (send nothing until stall_s passes or
+# the client goes away, then hang up), context (the context-length 400 whatever the size).
+FAULTS = ("429", "500", "timeout", "malformed", "truncated", "refusal", "missing",
+          "disconnect", "shuffled", "stall", "context")  # fmt: skip
+TIMINGS = ("real", "fixed", "instant")
+ERROR_STYLES = ("openai", "llamacpp")
 
 
 @dataclass
 class FakeLLMState:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    gullible: bool = False
-    timeout_s: float = 30.0
+    """Settings (change them under ``lock`` or through ``/_control``) and counters."""
+
+    timing: str = "real"  # one of TIMINGS
+    ttft_ms: float = 600.0  # real: median time to first token
+    ttft_sigma: float = 0.25  # real: sigma of its lognormal distribution
+    prefill_ms_per_1k: float = 40.0  # real: added per 1,000 prompt tokens
+    token_ms: float = 15.0  # real: per output token
+    latency_ms: float = 0.0  # fixed: per reply, whatever its length (a stream all at once)
+    jitter_ms: float = 0.0  # fixed: +- uniform
+    rpm: float = 0.0  # requests per minute (0: no limit)
+    tpm: float = 0.0  # tokens per minute, prompt + max_completion_tokens (0: no limit)
+    slots: int = 0  # requests generating at once (0: no limit)
+    context_tokens: int = 128_000
+    error_style: str = "openai"  # one of ERROR_STYLES, for the context-length 400
+    gullible: bool = False  # obeys prompt injection: an item saying "allow" scores 0
+    timeout_s: float = 30.0  # the "timeout" fault
+    stall_s: float = 30.0  # the "stall" fault
+    seed: int | None = None
     faults: deque[str] = field(default_factory=deque)
     fault_rates: dict[str, float] = field(default_factory=dict)
-    requests: int = 0
+    requests: int = 0  # every request to /chat/completions, failed ones too
     items: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_fault: dict[str, int] = field(default_factory=dict)
+    max_concurrent: int = 0  # most requests generating at once since it was last reset
+    # the item texts of the latest requests, in order (tests check what was asked again)
+    asked: deque[tuple[str, ...]] = field(default_factory=lambda: deque(maxlen=1000))
     # With ``record`` on (the benchmark turns it on), each answered call is kept as
     # (its own latency in ms, the " #<n>" tags ending its items' texts), so the benchmark
     # can subtract the simulator's actual latency of each message's call from its
@@ -81,96 +91,133 @@ class FakeLLMState:
     record: bool = False
     calls: list[tuple[float, list[int]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(init=False, repr=False, compare=False)
+    limiter: ft.RateLimiter = field(init=False, repr=False, compare=False)
+    queue: ft.Slots = field(init=False, repr=False, compare=False)
+    active: int = field(default=0, init=False)  # requests generating now
+
+    def __post_init__(self) -> None:
+        if self.timing not in TIMINGS or self.error_style not in ERROR_STYLES:
+            raise ValueError(f"timing: one of {TIMINGS}; error_style: one of {ERROR_STYLES}")
+        self.rng = random.Random(self.seed)
+        self.limiter = ft.RateLimiter()
+        self.queue = ft.Slots(self.slots)
+        object.__setattr__(self, "_ready", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if not self.__dict__.get("_ready"):
+            return
+        if name == "seed":
+            self.rng.seed(value)
+        elif name == "slots":
+            self.queue.set_limit(value)
 
     def next_fault(self) -> str | None:
         with self.lock:
             self.requests += 1
             if self.faults:
-                fault = self.faults.popleft()
+                fault: str | None = self.faults.popleft()
             else:
-                fault = next(
-                    (f for f, rate in self.fault_rates.items() if random.random() < rate), None
-                )
+                rates, rng = self.fault_rates.items(), self.rng
+                fault = next((f for f, rate in rates if rng.random() < rate), None)
             if fault:
                 self.by_fault[fault] = self.by_fault.get(fault, 0) + 1
             return fault
 
+    def stats(self) -> dict[str, Any]:
+        """The counters and the recorded calls, which are then forgotten."""
+        with self.lock:
+            calls, self.calls = self.calls, []
+            names = ("requests", "items", "prompt_tokens", "completion_tokens", "max_concurrent")
+            counters = {name: getattr(self, name) for name in names}
+            return {**counters, "calls": calls, "by_fault": dict(self.by_fault)}
 
-def _count_tokens(text: str) -> int:
-    try:
-        from worker._prompt import count_tokens
+    def control(self, request: dict[str, Any]) -> str | None:
+        """Queue ``faults``, add ``rates`` and set the other keys (settings). What is wrong
+        with them, if anything; then nothing is applied."""
+        faults, rates = list(request.get("faults", [])), dict(request.get("rates", {}))
+        settings = {k: v for k, v in request.items() if k not in ("faults", "rates")}
+        if unknown := sorted({str(f) for f in [*faults, *rates] if f not in FAULTS}):
+            return f"unknown faults {unknown}; known: {list(FAULTS)}"
+        if unknown := sorted(set(settings) - set(_SETTINGS)):
+            return f"unknown settings {unknown}; known: {sorted(_SETTINGS)}"
+        try:
+            rates = {k: float(v) for k, v in rates.items()}
+            settings = {k: _SETTINGS[k](v) for k, v in settings.items()}
+        except (TypeError, ValueError) as exc:
+            return f"bad value: {exc}"
+        for key, allowed in (("timing", TIMINGS), ("error_style", ERROR_STYLES)):
+            if settings.get(key, allowed[0]) not in allowed:
+                return f"{key} must be one of {list(allowed)}"
+        with self.lock:
+            self.faults.extend(faults)
+            self.fault_rates.update(rates)
+            for key, value in settings.items():
+                setattr(self, key, value)
+        return None
 
-        return count_tokens(text)
-    except Exception:  # no tokenizer data offline: a rough estimate is fine for a fake
-        return max(1, len(text) // 4)
+
+# What /_control may set, and how its JSON values are read.
+_SETTINGS: dict[str, Any] = {
+    **dict.fromkeys(("ttft_ms", "ttft_sigma", "prefill_ms_per_1k", "token_ms", "latency_ms",
+                     "jitter_ms", "rpm", "tpm", "timeout_s", "stall_s"), float),
+    **dict.fromkeys(("slots", "context_tokens", "max_concurrent"), int),
+    **dict.fromkeys(("gullible", "record"), bool),
+    "timing": str,
+    "error_style": str,
+    "seed": lambda v: None if v is None else int(v),
+}  # fmt: skip
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # headers and body are two writes: without TCP_NODELAY the body waits for the
-    # client's delayed ACK (~40 ms on Linux) on every response
-    disable_nagle_algorithm = True
+class _Handler(fr.Responder):
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self) -> None:
-        if self.path.endswith("/_stats"):  # the recorded calls, then forget them
-            state = self.server.state
-            with state.lock:
-                calls, state.calls = state.calls, []
-            self._send(200, {"requests": state.requests, "calls": calls})
-            return
-        self._send(404, {"error": {"message": "not found"}})
+        if self.path.endswith("/_stats"):
+            self.send(200, self.server.state.stats())
+        else:
+            self.send(404, fr.error("not found", "invalid_request_error", None, None))
 
     def do_POST(self) -> None:
         started = time.monotonic()
-        length = int(self.headers.get("Content-Length", "0"))
-        request = json.loads(self.rfile.read(length) or b"{}")
-        if self.path.endswith("/_control"):
-            self.server.control(request)
-            self._send(200, {"ok": True})
+        try:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = orjson.loads(raw or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as exc:
+            self.send(400, fr.error(str(exc), "invalid_request_error", None, None))
             return
-        if not self.path.endswith("/chat/completions"):
-            self._send(404, {"error": {"message": "not found"}})
-            return
+        if self.path.endswith("/chat/completions"):
+            self._chat(request, started)
+        elif self.path.endswith("/_control"):
+            problem = self.server.state.control(request)
+            if problem:
+                self.send(400, fr.error(problem, "invalid_request_error", None, None))
+            else:
+                self.send(200, {"ok": True})
+        else:
+            self.send(404, fr.error("not found", "invalid_request_error", None, None))
+
+    def _chat(self, request: dict[str, Any], started: float) -> None:
         state = self.server.state
         fault = state.next_fault()
-        delay = state.latency_ms + random.uniform(-state.jitter_ms, state.jitter_ms)
-        time.sleep(max(delay, 0) / 1000)
-        if fault == "429":
-            self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
-                       {"Retry-After": "0.2"})
+        admitted = ft.admit(self, state, request, fault)
+        if admitted is None:  # refused, or a fault answered it
             return
-        if fault == "500":
-            self._send(500, {"error": {"message": "upstream failure", "type": "server_error"}})
-            return
-        if fault == "timeout":
-            time.sleep(state.timeout_s)
-            self._send(504, {"error": {"message": "too slow"}})
-            return
-        if fault == "disconnect":
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return
-        reply = self.server.complete(request, fault)
-        tags = reply.pop("_tags")
-        self._send(200, reply)
-        if state.record:
+        prompt, headers = admitted
+        reply = fr.build_reply(request, fault, state.gullible, state.record)
+        with state.lock:
+            state.asked.append(reply.texts)
+        if ft.generate(self, state, request, reply, prompt, headers, fault):
             own_ms = (time.monotonic() - started) * 1000
             with state.lock:
-                state.calls.append((own_ms, tags))
+                state.items += reply.items
+                state.prompt_tokens += prompt
+                state.completion_tokens += reply.completion_tokens
+                if state.record:
+                    state.calls.append((own_ms, reply.tags))
 
 
 class _Server(ThreadingHTTPServer):
@@ -182,81 +229,18 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.state = state
 
-    def control(self, request: dict[str, Any]) -> None:
-        state = self.state
-        with state.lock:
-            state.faults.extend(request.get("faults", []))
-            state.fault_rates.update(request.get("rates", {}))
-            for key in ("latency_ms", "jitter_ms", "gullible", "timeout_s", "record"):
-                if key in request:
-                    setattr(state, key, request[key])
-
-    def complete(self, request: dict[str, Any], fault: str | None) -> dict[str, Any]:
-        messages = request.get("messages", [])
-        user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-        schema = (request.get("response_format") or {}).get("json_schema", {})
-        items = [json.loads(raw) for _, raw in _ITEM.findall(user)]
-        if schema.get("name") == "moderation" and items:
-            entries = []
-            for n, text in enumerate(items):
-                scores = score_text(text)
-                if self.state.gullible and "allow" in text.lower():
-                    scores = {c: 0 for c in CATEGORIES}
-                entries.append({"i": n, "s": [scores[c] for c in CATEGORIES]})
-            if fault == "missing" and len(entries) > 1:
-                entries.pop()
-            content = json.dumps({"r": entries}, separators=(",", ":"))
-        else:  # one text, a schema with one number per category
-            items = [user]
-            scores = score_text(user)
-            content = json.dumps({c: scores[c] / 100 for c in CATEGORIES})
-        finish = "stop"
-        refusal = None
-        if fault == "malformed":
-            content = content[: len(content) // 2] + "}}oops"
-        elif fault == "truncated":
-            content, finish = content[: len(content) // 2], "length"
-        elif fault == "refusal":
-            content, refusal = None, "I can't help with that."
-        prompt_tokens = sum(_count_tokens(str(m.get("content", ""))) + 4 for m in messages)
-        completion_tokens = _count_tokens(content or refusal or "")
-        with self.state.lock:
-            self.state.items += len(items)
-            self.state.prompt_tokens += prompt_tokens
-            self.state.completion_tokens += completion_tokens
-        tags = (
-            [int(m.group(1)) for t in items if (m := _TAG.search(t))] if self.state.record else []
-        )
-        return {
-            "_tags": tags,
-            "id": f"chatcmpl-fake-{self.state.requests}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.get("model", "fake"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": refusal},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
-        }
-
 
 class FakeLLM:
-    """Start on a free loopback port; ``base_url`` is what OPENAI_BASE_URL should be."""
+    """Start on a free loopback port; ``base_url`` is what OPENAI_BASE_URL should be.
+    Keyword arguments are ``FakeLLMState`` fields."""
 
     def __init__(self, port: int = 0, **state: Any) -> None:
-        _count_tokens("warm up the tokenizer now, not inside the first request")
+        fr.prompt_tokens([{"content": "warm up the tokenizer now, not in the first request"}])
         self.state = FakeLLMState(**state)
         self._server = _Server(("127.0.0.1", port), self.state)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(  # a short poll: stop() waits for it
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -272,7 +256,9 @@ class FakeLLM:
 
     def inject(self, *faults: str) -> None:
         """The next requests fail in these ways, in order."""
-        self._server.control({"faults": list(faults)})
+        problem = self.state.control({"faults": list(faults)})
+        if problem:
+            raise ValueError(problem)
 
     def __enter__(self) -> FakeLLM:
         return self.start()
@@ -281,14 +267,42 @@ class FakeLLM:
         self.stop()
 
 
+# The CLI's flags besides --port and --timing: --<setting>, defaults FakeLLMState's.
+_FLAGS = {
+    "ttft_ms": "real: median time to first token", "ttft_sigma": "real: its lognormal sigma",
+    "token_ms": "real: per output token", "prefill_ms_per_1k": "real: per 1,000 prompt tokens",
+    "latency_ms": "fixed: per reply", "jitter_ms": "fixed: +- uniform",
+    "rpm": "requests per minute (0: no limit)", "tpm": "tokens per minute (0: no limit)",
+    "slots": "requests generating at once (0: no limit)", "context_tokens": "context size",
+    "error_style": "of the context-size 400", "seed": "of the random draws",
+}  # fmt: skip
+_CLI_DEFAULTS = {"latency_ms": 300.0, "jitter_ms": 50.0}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=8099)
-    parser.add_argument("--latency-ms", type=float, default=300.0)
-    parser.add_argument("--jitter-ms", type=float, default=50.0)
+    parser.add_argument("--timing", choices=TIMINGS, default="real")
+    parser.add_argument("--instant", action="store_true", help="the same as --timing instant")
+    parser.add_argument("--fixed-latency-ms", type=float, help="--timing fixed --latency-ms X")
+    defaults = FakeLLMState()
+    for name, help_ in _FLAGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_SETTINGS[name],
+            default=_CLI_DEFAULTS.get(name, getattr(defaults, name)),
+            choices=ERROR_STYLES if name == "error_style" else None,
+            help=help_ + " (default: %(default)s)",
+        )
     args = parser.parse_args()
-    server = FakeLLM(args.port, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
-    print(f"fake LLM on {server.base_url}", flush=True)
+    settings = {name: getattr(args, name) for name in _FLAGS}
+    settings["timing"] = "instant" if args.instant else args.timing
+    if args.fixed_latency_ms is not None:
+        settings.update(timing="fixed", latency_ms=args.fixed_latency_ms)
+    server = FakeLLM(args.port, **settings)
+    print(f"fake LLM on {server.base_url} ({settings['timing']} timing)", flush=True)
     # as the worker does (worker._heap): no full-collection pauses in the stand-in for a
     # remote API, which a benchmark would count as the worker's added latency
     gc.collect()
