@@ -6,46 +6,110 @@ import time
 
 import pytest
 
-from worker.classify import Classifier, ReplyError, parse_reply
-from worker.models import CATEGORIES
+from worker.classify import Classifier
 from worker.settings import Settings
-from worker.testing.fake_llm import score_text
+from worker.testing.fake_llm import answered_scores
 
 
-@pytest.fixture
-def classifier(fake_llm) -> Classifier:
-    return Classifier(Settings(openai_base_url=fake_llm.base_url, openai_api_key="k",
-                               llm_deadline_s=5.0, llm_timeout_s=1.0, breaker_fail_max=3,
-                               breaker_reset_s=30.0))
+def make_classifier(fake_llm, **overrides) -> Classifier:
+    options = {"openai_base_url": fake_llm.base_url, "openai_api_key": "k",
+               "llm_deadline_s": 5.0, "llm_timeout_s": 2.0, "breaker_fail_max": 3,
+               "breaker_reset_s": 30.0, **overrides}
+    return Classifier(Settings(**options))
 
 
-def expected(text: str) -> tuple[float, ...]:
-    scores = score_text(text)
-    return tuple(scores[c] / 100 for c in CATEGORIES)
+@pytest.fixture(params=[True, False], ids=["streamed", "whole"])
+def classifier(request, fake_llm) -> Classifier:
+    return make_classifier(fake_llm, llm_stream=request.param)
 
 
-def test_batch_scores_come_back_in_order(classifier, fake_llm):
-    items = [("you idiot", None), ("nice day", "parent: hi"), ("i will kill you", None)]
-    result = classifier.classify(items)
-    assert result.scores == [expected(t) for t, _ in items]
-    assert result.usage.calls == 1 and result.usage.prompt_tokens > 0
+expected = answered_scores
+
+
+ITEMS = [("you idiot", None), ("nice day", "parent: hi"), ("i will kill you", None),
+         ("lovely weather", None)]
+
+
+def test_a_batch_is_one_call_and_each_item_gets_its_own_scores(classifier, fake_llm):
+    seen: list[int] = []
+    result = classifier.classify(ITEMS, lambda answers: seen.extend(i for i, _, _ in answers))
+    assert result.scores == [expected(t) for t, _ in ITEMS]
+    assert sorted(seen) == [0, 1, 2, 3]  # every answer was handed on, once
+    assert result.usage.calls == 1 and fake_llm.state.requests == 1
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+    shares = result.items
+    assert abs(sum(s.calls for s in shares) - 1) < 1e-9
+    assert sum(s.completion_tokens for s in shares) > 0
+
+
+def test_answers_out_of_order_land_on_the_right_items(classifier, fake_llm):
+    fake_llm.inject("shuffled")
+    result = classifier.classify(ITEMS)
+    assert result.scores == [expected(t) for t, _ in ITEMS]
     assert fake_llm.state.requests == 1
 
 
-@pytest.mark.parametrize("fault", ["malformed", "truncated", "refusal"])
-def test_a_bad_reply_is_asked_again_once_then_fails_never_guessed(classifier, fake_llm, fault):
-    fake_llm.inject(fault)
-    assert classifier.classify([("hello", None)]).scores == [expected("hello")]
-    fake_llm.inject(fault, fault)
-    result = classifier.classify([("hello", None)])
-    assert result.scores == [None] and result.errors[0]
-
-
-def test_an_item_missing_from_the_reply_is_sent_again_alone(classifier, fake_llm):
+def test_a_partial_answer_asks_only_the_missing_item_again(classifier, fake_llm):
     fake_llm.inject("missing")
-    result = classifier.classify([("a", None), ("b", None), ("stupid c", None)])
-    assert result.scores == [expected("a"), expected("b"), expected("stupid c")]
-    assert fake_llm.state.requests == 2 and fake_llm.state.items == 3 + 1
+    result = classifier.classify(ITEMS)
+    assert result.scores == [expected(t) for t, _ in ITEMS]
+    assert fake_llm.state.requests == 2 and fake_llm.state.items == 4 + 1
+
+
+@pytest.mark.parametrize("fault", ["malformed", "truncated"])
+def test_a_broken_reply_keeps_its_complete_entries_and_asks_the_rest(classifier, fake_llm,
+                                                                     fault):
+    fake_llm.inject(fault)
+    result = classifier.classify(ITEMS)
+    assert result.scores == [expected(t) for t, _ in ITEMS]
+    assert fake_llm.state.requests == 2
+    assert 4 < fake_llm.state.items < 8  # the second call asked only what was missing
+
+
+def test_a_reply_cut_at_the_cap_is_split_never_resent_unchanged(fake_llm):
+    classifier = make_classifier(fake_llm, llm_max_output_tokens=9)  # too small for 4 items
+    result = classifier.classify(ITEMS)
+    assert result.scores == [expected(t) for t, _ in ITEMS]
+    asked = list(fake_llm.state.asked)
+    assert len(asked[0]) == 4 and all(len(texts) < 4 for texts in asked[1:])
+    assert len(asked) == len(set(asked))  # no request was sent twice unchanged
+
+
+def test_a_single_item_that_never_fits_the_cap_fails_after_one_call(fake_llm):
+    classifier = make_classifier(fake_llm, llm_max_output_tokens=3)
+    result = classifier.classify([("you idiot", None)])
+    assert result.scores == [None] and "cut off" in (result.errors[0] or "")
+    assert fake_llm.state.requests == 1
+
+
+def test_refusals_and_garbage_are_asked_again_then_fail_never_guessed(classifier, fake_llm):
+    fake_llm.inject("refusal")
+    assert classifier.classify([("hello", None)]).scores == [expected("hello")]
+    fake_llm.inject("refusal", "refusal", "refusal")
+    result = classifier.classify([("hello", None)])
+    assert result.scores == [None] and result.errors[0] == "model refused"
+
+
+def test_a_context_size_400_splits_the_batch_and_is_remembered(fake_llm):
+    fake_llm.state.context_tokens = 900
+    fake_llm.state.error_style = "llamacpp"
+    classifier = make_classifier(fake_llm)
+    long = [(f"message {n} " + "words " * 120, None) for n in range(6)]
+    result = classifier.classify(long)
+    assert all(s is not None for s in result.scores)
+    first = fake_llm.state.requests
+    assert first > 1
+    again = classifier.classify(long)  # the learned context splits it before asking
+    assert all(s is not None for s in again.scores)
+    assert fake_llm.state.requests - first < first
+
+
+def test_a_text_too_long_for_the_context_fails_with_the_reason(fake_llm):
+    fake_llm.state.context_tokens = 450
+    classifier = make_classifier(fake_llm)
+    result = classifier.classify([("words " * 400, None)])
+    assert result.scores == [None]
+    assert "context" in (result.errors[0] or "") and "400" in (result.errors[0] or "")
 
 
 def test_rate_limits_honour_retry_after_and_5xx_back_off(classifier, fake_llm):
@@ -54,13 +118,22 @@ def test_rate_limits_honour_retry_after_and_5xx_back_off(classifier, fake_llm):
     result = classifier.classify([("hello", None)])
     assert result.scores == [expected("hello")]
     assert time.monotonic() - started >= 0.2  # the fake's Retry-After
-    assert fake_llm.state.requests == 3
+    assert fake_llm.state.requests == 3 and result.usage.calls == 3  # every HTTP call
 
 
 def test_timeouts_are_retried_within_the_deadline(classifier, fake_llm):
     fake_llm.state.timeout_s = 3.0
     fake_llm.inject("timeout")
     assert classifier.classify([("hello", None)]).scores == [expected("hello")]
+
+
+def test_a_stalled_stream_is_given_up_at_the_first_token_time_out(fake_llm):
+    fake_llm.state.stall_s = 30
+    classifier = make_classifier(fake_llm, llm_expected_ttft_ms=100, llm_deadline_s=2.0)
+    fake_llm.inject("stall", "stall", "stall", "stall")
+    started = time.monotonic()
+    result = classifier.classify([("hello", None)])
+    assert result.scores == [None] and time.monotonic() - started < 10
 
 
 def test_the_breaker_opens_on_a_dead_endpoint_and_stops_calling(classifier, fake_llm):
@@ -73,13 +146,15 @@ def test_the_breaker_opens_on_a_dead_endpoint_and_stops_calling(classifier, fake
     assert fake_llm.state.requests == calls
 
 
-def test_parse_reply_rejects_what_is_not_an_answer():
-    good = '{"r":[{"i":0,"s":[0,0,0,0,0,0,0,0,0,0,0,0,90]}]}'
-    assert parse_reply(good, 1)[0][-1] == 0.9
-    for bad in (None, "", "{", '{"r": 1}', '{"x": []}'):
-        with pytest.raises(ReplyError):
-            parse_reply(bad, 1)
-    # out-of-range index, wrong length, out-of-range score, duplicates: item left out
-    assert parse_reply('{"r":[{"i":5,"s":[0,0,0,0,0,0,0,0,0,0,0,0,0]}]}', 1) == {}
-    assert parse_reply('{"r":[{"i":0,"s":[1,2]}]}', 1) == {}
-    assert parse_reply('{"r":[{"i":0,"s":[0,0,0,0,0,0,0,0,0,0,0,0,101]}]}', 1) == {}
+def test_a_slow_endpoint_gets_smaller_batches(fake_llm):
+    classifier = make_classifier(fake_llm, llm_latency_budget_ms=1000, batch_size=64)
+    fake_llm.state.timing = "real"
+    fake_llm.state.ttft_ms, fake_llm.state.ttft_sigma, fake_llm.state.token_ms = 50, 0.0, 2
+    for _ in range(12):
+        classifier.classify([(f"text {n}", None) for n in range(16)])
+    fast = classifier.batch_size()
+    fake_llm.state.token_ms = 40
+    for _ in range(12):
+        classifier.classify([(f"text {n}", None) for n in range(8)])
+    slow = classifier.batch_size()
+    assert fast > 2 * slow and slow <= 12, (fast, slow)

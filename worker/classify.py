@@ -1,29 +1,56 @@
 """Stage 5: the LLM classifier. A batch of texts -> validated scores per item, or a failure.
 
-A reply that does not validate, is cut off or refused is never read as scores: the
-missing items are asked once more, then reported as failed so the policy's fallback
-applies. Transient API errors are retried with backoff (honouring Retry-After) inside
-a per-message deadline, and a circuit breaker stops calls to an endpoint that is down.
+Every item is accounted for: an item the reply does not answer validly is asked again in
+a smaller request (a cut-off reply is not resent unchanged; a batch too large for the
+model's context is split), and after that reported as failed so the policy's fallback
+applies: a missing answer is never read as clean. Transient API errors are retried with
+backoff (honouring Retry-After) inside a per-message deadline; how many calls are in
+flight adapts to what the endpoint serves (``worker._limiter``); a circuit breaker stops
+calls to an endpoint that is down. Batch size, output cap and time-out follow from the
+latency budget and the endpoint's observed speed (``worker._endpoint``).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import openai
-import orjson
 import pybreaker
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from worker._prompt import PROMPT_VERSION, RESPONSE_FORMAT, SYSTEM_PROMPT, user_message
-from worker.models import CATEGORIES
+from worker import _llm_call, metrics
+from worker._endpoint import CallTiming, EndpointModel
+from worker._limiter import AdaptiveLimit, Signal
+from worker._prompt import PROMPT_VERSION, SYSTEM_PROMPT, count_tokens
+from worker._reply import Answer, ReplyError, Scores
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.classify")
+
+Item = tuple[str, str | None]  # (text, context)
+
+
+@dataclass(slots=True)
+class ItemUsage:
+    """One item's share of the calls it was in. Estimated from its own length (its prompt
+    lines, its answer) and the calls' shared parts split evenly; when a reply is
+    streamed, an answer is handed on before the endpoint reports the call's usage."""
+
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    calls: float = 0.0
+
+
+OnScores = Callable[[list[tuple[int, Scores, ItemUsage]]], None]
+
+__all__ = ["BatchResult", "CallUsage", "Classifier", "ItemUsage", "ReplyError"]
 
 
 @dataclass(slots=True)
@@ -31,12 +58,11 @@ class CallUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    calls: int = 0
+    calls: int = 0  # HTTP requests, failed ones included
+    call_seconds: list[float] = field(default_factory=list)  # answered calls
 
-    def add(self, usage: Any) -> None:
-        """Count one call; ``usage`` is the reply's ``usage`` object as parsed JSON."""
-        self.calls += 1
-        if not isinstance(usage, dict):
+    def add(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
             return
         self.prompt_tokens += _count(usage.get("prompt_tokens"))
         self.completion_tokens += _count(usage.get("completion_tokens"))
@@ -53,13 +79,24 @@ def _count(value: Any) -> int:
 class BatchResult:
     """Scores per item (None where the LLM gave no valid answer) and what it cost."""
 
-    scores: list[tuple[float, ...] | None]
+    scores: list[Scores | None]
     errors: list[str | None]
-    usage: CallUsage = field(default_factory=CallUsage)
+    usage: CallUsage = field(default_factory=CallUsage)  # as the endpoint reported it
+    items: list[ItemUsage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.items:
+            self.items = [ItemUsage() for _ in self.scores]
 
 
-class ReplyError(Exception):
-    """The reply was not a usable answer (bad JSON, cut off, refused)."""
+@dataclass(slots=True)
+class _Job:
+    indices: list[int]  # positions in the classify() call's items
+    asks: int = 0  # how often these items were asked already
+
+
+class _NoCapacity(Exception):
+    """No call slot became free before the deadline."""
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -72,61 +109,20 @@ def _retry_after(exc: BaseException | None) -> float | None:
     response = getattr(exc, "response", None)
     if response is None:
         return None
-    raw = response.headers.get("retry-after-ms")
-    if raw is not None:
-        try:
-            return float(raw) / 1000
-        except ValueError:
-            pass
-    raw = response.headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = response.headers.get(header)
+        if raw is not None:
+            try:
+                return float(raw) / scale
+            except ValueError:
+                continue
+    return None
 
 
-_N_CATEGORIES = len(CATEGORIES)
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # not bool, not float: the schema says integer
-
-
-def parse_reply(content: str | None, expected: int) -> dict[int, tuple[float, ...]]:
-    """Scores by item position; items with invalid entries are left out.
-
-    Checked by hand after ``orjson.loads``: a pydantic model here cost more CPU than the
-    rest of the reply handling, and the shape is small.
-    """
-    if content is None:
-        raise ReplyError("empty reply")
-    try:
-        reply = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise ReplyError("reply is not JSON") from None
-    entries = reply.get("r") if isinstance(reply, dict) else None
-    if not isinstance(entries, list):
-        raise ReplyError("reply does not match the schema (no list 'r')")
-    found: dict[int, tuple[float, ...]] = {}
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise ReplyError("reply does not match the schema (an entry is not an object)")
-        i, s = entry.get("i"), entry.get("s")
-        if not _is_int(i) or not isinstance(s, list):
-            raise ReplyError("reply does not match the schema (entry without 'i' or 's')")
-        if not 0 <= i < expected or i in found:
-            continue
-        if len(s) != _N_CATEGORIES or not all(_is_int(v) and 0 <= v <= 100 for v in s):
-            continue
-        found[i] = tuple(v / 100 for v in s)
-    return found
-
-
-def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
-    choices = response.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ReplyError("reply has no choices")
-    return choices[0]
+class _BreakerLog(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
+        log.warning("llm_breaker", state=new.name, was=old.name if old else None,
+                    reset_s=cb.reset_timeout)
 
 
 class Classifier:
@@ -134,22 +130,236 @@ class Classifier:
 
     prompt_version = PROMPT_VERSION
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: openai.OpenAI | None = None) -> None:
         self.settings = settings
         self.model = settings.model
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
-        self._client = openai.OpenAI(
+        self._client = client or openai.OpenAI(
             api_key=api_key,
             base_url=settings.openai_base_url,
             max_retries=0,  # retries are ours: bounded by a deadline, behind a breaker
             timeout=settings.llm_timeout_s,
         )
+        self.endpoint = EndpointModel(
+            ttft_s=settings.llm_expected_ttft_ms / 1000,
+            token_s=settings.llm_expected_token_ms / 1000,
+        )
+        self.limit = AdaptiveLimit(settings.concurrency, initial=min(8, settings.concurrency))
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_s,
-            exclude=[lambda e: isinstance(e, ReplyError)],
+            exclude=[self._not_a_failure],
+            listeners=[_BreakerLog()],
             name="llm",
         )
+        self.call_seconds: deque[float] = deque(maxlen=100_000)  # answered calls, for eval
+        # the model's context in tokens: set, or learned from a 400 that says it
+        self._context_tokens: int | None = settings.llm_context_tokens
+
+    # -- planning ---------------------------------------------------------------------
+
+    def batch_size(self) -> int:
+        """Items per call now: what the latency budget allows at the observed speed."""
+        return self.endpoint.batch_size(
+            self.settings.llm_latency_budget_ms / 1000, max(self.settings.batch_size, 1)
+        )
+
+    def _limits(self, items: int, deadline: float) -> _llm_call.CallLimits:
+        max_tokens = min(self.endpoint.max_tokens(items), self.settings.llm_max_output_tokens)
+        ceiling = max(0.5, min(self.settings.llm_timeout_s, deadline - time.monotonic()))
+        return _llm_call.CallLimits(
+            max_tokens=max_tokens,
+            timeout_s=self.endpoint.timeout_s(max_tokens, ceiling),
+            first_token_s=self.endpoint.first_token_timeout_s(ceiling),
+        )
+
+    # -- classifying ------------------------------------------------------------------
+
+    def classify(self, items: list[Item], on_scores: OnScores | None = None) -> BatchResult:
+        """Scores for each (text, context); failures are per item, never raised.
+
+        ``on_scores`` receives (index, scores) pairs as soon as they are known, while the
+        reply is still streaming in; the returned result has them all.
+        """
+        result = BatchResult(scores=[None] * len(items), errors=[None] * len(items))
+        deadline = time.monotonic() + self.settings.llm_deadline_s
+        jobs = deque([_Job(list(range(len(items))))])
+        sizes: dict[int, int] = {}  # prompt tokens per item, counted once a context is known
+        while jobs:
+            job = jobs.popleft()
+            if len(job.indices) > 1 and not self._fits(items, job, sizes):
+                jobs.extendleft(reversed(_halves(job)))
+                continue
+            try:
+                outcome = self._ask(items, job, result, deadline, on_scores)
+            except pybreaker.CircuitBreakerError:
+                for failed in (job, *jobs):
+                    _fail(result, failed.indices, "circuit open: LLM endpoint failing")
+                break
+            except openai.APIStatusError as exc:
+                if _llm_call.is_context_error(exc):
+                    self._learn_context(exc, items, job, sizes)
+                    if len(job.indices) > 1:
+                        jobs.extendleft(reversed(_halves(job)))
+                        continue
+                _fail(result, job.indices, f"LLM call failed: {exc.status_code} "
+                      f"{_llm_call.endpoint_message(exc)}")
+                continue
+            except (openai.OpenAIError, OSError, _NoCapacity) as exc:
+                _fail(result, job.indices, f"LLM call failed: {type(exc).__name__}")
+                continue
+            except ReplyError as exc:
+                log.warning("llm_bad_reply", error=str(exc), items=len(job.indices))
+                self._again(jobs, result, job, job.indices, str(exc))
+                continue
+            missing = [job.indices[p] for p in outcome.reader.missing()]
+            if missing:
+                why = _why_missing(outcome)
+                log.warning("llm_items_missing", error=why, items=len(job.indices),
+                            missing=len(missing), malformed=outcome.reader.malformed)
+                if outcome.cut_off and len(missing) == len(job.indices):
+                    if len(missing) == 1:  # asked alone and still too long: not again
+                        _fail(result, missing, why)
+                        continue
+                    # resent unchanged it would be cut again: split it
+                    jobs.extendleft(reversed(_halves(_Job(missing, job.asks))))
+                    continue
+                self._again(jobs, result, job, missing, why)
+        return result
+
+    def _prompt_tokens(self, items: list[Item], job: _Job, sizes: dict[int, int]) -> int:
+        for index in job.indices:
+            if index not in sizes:
+                text, context = items[index]
+                sizes[index] = count_tokens(text) + (count_tokens(context) if context else 0) + 8
+        return (_system_tokens() + sum(sizes[i] for i in job.indices)
+                + self.endpoint.max_tokens(len(job.indices)))
+
+    def _fits(self, items: list[Item], job: _Job, sizes: dict[int, int]) -> bool:
+        limit = self._context_tokens
+        return limit is None or self._prompt_tokens(items, job, sizes) <= limit
+
+    def _learn_context(self, exc: openai.APIStatusError, items: list[Item], job: _Job,
+                       sizes: dict[int, int]) -> None:
+        told = _llm_call.context_size(exc)
+        tried = self._prompt_tokens(items, job, sizes)
+        learned = told if told else int(tried * 0.9)
+        if self._context_tokens is None or learned < self._context_tokens:
+            self._context_tokens = learned
+            log.warning("llm_context_learned", context_tokens=learned, told=told is not None,
+                        error=_llm_call.endpoint_message(exc))
+
+    def _again(self, jobs: deque[_Job], result: BatchResult, job: _Job, indices: list[int],
+               why: str) -> None:
+        if job.asks < self.settings.llm_max_asks:
+            jobs.append(_Job(indices, job.asks + 1))
+        else:
+            _fail(result, indices, why)
+
+    def _ask(self, items: list[Item], job: _Job, result: BatchResult, deadline: float,
+             on_scores: OnScores | None) -> _llm_call.CallOutcome:
+        """One job through the transient-error retries; its answers land in ``result``."""
+        batch = [items[i] for i in job.indices]
+
+        def place(answers: list[Answer], usage: dict[str, Any] | None) -> None:
+            placed = []
+            scale = 1.0
+            if usage:  # known already (not streamed): estimates scaled to the real count
+                estimated = sum(self.endpoint.item_completion_tokens(a.codes, len(batch))
+                                for a in answers)
+                real = _count(usage.get("completion_tokens"))
+                if estimated > 0 and real and len(answers) == len(batch):
+                    scale = real / estimated
+            for answer in answers:
+                index = job.indices[answer.index]
+                if result.scores[index] is None:
+                    result.scores[index] = answer.scores
+                    result.errors[index] = None
+                    share = result.items[index]
+                    share.completion_tokens += scale * self.endpoint.item_completion_tokens(
+                        answer.codes, len(batch))
+                    placed.append((index, answer.scores, share))
+            if placed and on_scores is not None:
+                on_scores(placed)
+
+        def stop(state: RetryCallState) -> bool:
+            return (stop_after_attempt(self.settings.llm_max_attempts)(state)
+                    or time.monotonic() + self._wait(state) >= deadline)
+
+        for attempt in Retrying(stop=stop, wait=self._wait,
+                                retry=retry_if_exception(_is_transient), reraise=True):
+            with attempt:
+                return self._call(batch, job, place, deadline, result)
+        raise AssertionError("unreachable")
+
+    def _call(self, batch: list[Item], job: _Job, place: _llm_call.OnEntries,
+              deadline: float, result: BatchResult) -> _llm_call.CallOutcome:
+        """One HTTP request, inside a call slot and the breaker."""
+        if not self.limit.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _NoCapacity
+        chars = [len(text) + len(context or "") + 8 for text, context in batch]
+        shared = len(SYSTEM_PROMPT) / len(batch)
+        for index, own in zip(job.indices, chars, strict=True):
+            share = result.items[index]
+            share.prompt_tokens += self.endpoint.item_prompt_tokens(own, shared)
+            share.calls += 1 / len(batch)
+        signal = Signal.NEUTRAL
+        kind = "error"
+        limits = self._limits(len(batch), deadline)
+        try:
+            # not breaker.call(): it holds the breaker's lock for the whole HTTP call
+            with self.breaker.calling():
+                outcome = _llm_call.call(self._client, self.model, batch, limits,
+                                         self.settings.llm_stream, place)
+            result.usage.add(outcome.usage)
+            result.usage.call_seconds.append(outcome.duration_s)
+            self.call_seconds.append(outcome.duration_s)
+            usage = outcome.usage or {}
+            reply_tokens = outcome.reply_tokens()
+            self.endpoint.observe(CallTiming(
+                items=len(batch), duration_s=outcome.duration_s,
+                completion_tokens=_count(usage.get("completion_tokens")) or reply_tokens,
+                ttft_s=outcome.ttft_s, reply_tokens_o200k=reply_tokens,
+                request_chars=sum(chars) + len(SYSTEM_PROMPT),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+            ))
+            slow = outcome.timed_out or self.endpoint.congested
+            signal = Signal.OVERLOAD if slow else Signal.OK
+            kind = "timeout" if outcome.timed_out else "cut_off" if outcome.cut_off else "ok"
+            return outcome
+        except openai.APIStatusError as exc:
+            kind = _status_kind(exc)
+            if exc.status_code == 429 or exc.status_code >= 500:
+                signal = Signal.OVERLOAD
+            log.warning("llm_call_failed", status=exc.status_code, items=len(batch),
+                        error=_llm_call.endpoint_message(exc))
+            raise
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            signal = Signal.OVERLOAD
+            kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+            log.warning("llm_call_failed", error=type(exc).__name__, items=len(batch),
+                        timeout_s=round(limits.timeout_s, 2))
+            raise
+        except ReplyError:
+            kind = "bad_reply"
+            raise
+        except pybreaker.CircuitBreakerError:
+            kind = "breaker_open"
+            raise
+        finally:
+            if kind != "breaker_open":
+                result.usage.calls += 1
+            metrics.LLM_REQUESTS.labels(kind).inc()
+            metrics.LLM_CONCURRENCY_LIMIT.set(self.limit.limit)
+            self.limit.release(signal, self.endpoint.expected_s(len(batch)))
+
+    def _not_a_failure(self, exc: BaseException) -> bool:
+        """What the breaker does not count: the endpoint answered, or is only slow."""
+        if isinstance(exc, ReplyError | openai.RateLimitError):
+            return True
+        if isinstance(exc, openai.APITimeoutError):
+            return not self.limit.at_minimum  # fewer calls first; a breaker trip last
+        return isinstance(exc, openai.APIStatusError) and _llm_call.is_context_error(exc)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -159,102 +369,40 @@ class Classifier:
         backoff = min(0.25 * 2 ** (state.attempt_number - 1), 4.0)
         return backoff / 2 + random.uniform(0, backoff / 2)  # jitter: no thundering herd
 
-    def _call_once(self, items: list[tuple[str, str | None]], timeout: float) -> dict[str, Any]:
-        """One request through the openai client; the reply body is parsed here.
 
-        ``with_raw_response`` keeps everything the client does (auth, errors mapped to
-        ``openai`` exceptions, timeouts) but skips building the typed ``ChatCompletion``
-        model, which cost more CPU than the HTTP exchange itself; we read four fields.
-        """
-        raw = self._client.chat.completions.with_raw_response.create(
-            model=self.model,
-            messages=[
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": user_message(items)},
-            ],
-            response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
-            temperature=0,
-            max_completion_tokens=min(
-                self.settings.llm_max_output_tokens, 80 + 60 * len(items)
-            ),
-            timeout=timeout,
-        )
-        try:
-            body = orjson.loads(raw.content)
-        except orjson.JSONDecodeError:
-            raise ReplyError("response body is not JSON") from None
-        if not isinstance(body, dict):
-            raise ReplyError("response body is not a JSON object")
-        return body
+@lru_cache(maxsize=1)
+def _system_tokens() -> int:
+    return count_tokens(SYSTEM_PROMPT) + 16
 
-    def _complete(self, items: list[tuple[str, str | None]], deadline: float) -> dict[str, Any]:
-        """One completion, retried on transient errors until ``deadline`` (monotonic)."""
 
-        def stop(state: RetryCallState) -> bool:
-            next_wait = self._wait(state)
-            return (
-                stop_after_attempt(self.settings.llm_max_attempts)(state)
-                or time.monotonic() + next_wait >= deadline
-            )
+def _halves(job: _Job) -> list[_Job]:
+    half = len(job.indices) // 2
+    return [_Job(job.indices[:half], job.asks), _Job(job.indices[half:], job.asks)]
 
-        for attempt in Retrying(
-            stop=stop,
-            wait=self._wait,
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-        ):
-            with attempt:
-                remaining = max(deadline - time.monotonic(), 0.1)
-                # not breaker.call(): it holds the breaker's lock for the whole HTTP call,
-                # which would serialise every LLM call of the process
-                with self.breaker.calling():
-                    return self._call_once(items, min(self.settings.llm_timeout_s, remaining))
-        raise AssertionError("unreachable")
 
-    def classify(self, items: list[tuple[str, str | None]]) -> BatchResult:
-        """Scores for each (text, context); failures are per item, never raised."""
-        result = BatchResult(scores=[None] * len(items), errors=[None] * len(items))
-        deadline = time.monotonic() + self.settings.llm_deadline_s
-        pending = list(range(len(items)))
-        for round_ in range(2):  # a bad or partial reply is asked again once
-            if not pending:
-                break
-            try:
-                response = self._complete([items[i] for i in pending], deadline)
-                result.usage.add(response.get("usage"))
-                choice = _first_choice(response)
-                if choice.get("finish_reason") == "length":
-                    raise ReplyError("reply cut off (finish_reason=length)")
-                message = choice.get("message")
-                if not isinstance(message, dict):
-                    raise ReplyError("reply has no message")
-                if message.get("refusal"):
-                    raise ReplyError("model refused")
-                content = message.get("content")
-                found = parse_reply(content if isinstance(content, str) else None,
-                                    len(pending))
-            except ReplyError as exc:
-                log.warning("llm_bad_reply", error=str(exc), items=len(pending), round=round_)
-                for i in pending:
-                    result.errors[i] = str(exc)
-                continue
-            except pybreaker.CircuitBreakerError:
-                for i in pending:
-                    result.errors[i] = "circuit open: LLM endpoint failing"
-                break
-            except (openai.OpenAIError, OSError) as exc:
-                log.warning("llm_call_failed", error=type(exc).__name__, items=len(pending))
-                for i in pending:
-                    result.errors[i] = f"LLM call failed: {type(exc).__name__}"
-                break
-            still: list[int] = []
-            for position, index in enumerate(pending):
-                if position in found:
-                    result.scores[index] = found[position]
-                    result.errors[index] = None
-                else:
-                    result.errors[index] = "missing from reply"
-                    still.append(index)
-            pending = still
-        return result
+def _fail(result: BatchResult, indices: list[int], why: str) -> None:
+    for index in indices:
+        if result.scores[index] is None:
+            result.errors[index] = why
 
+
+def _why_missing(outcome: _llm_call.CallOutcome) -> str:
+    if outcome.refused:
+        return "model refused"
+    if outcome.timed_out:
+        return "reply too slow (time-out while streaming)"
+    if outcome.cut_off:
+        return "reply cut off (finish_reason=length)"
+    if outcome.reader.broken:
+        return outcome.reader.broken
+    if outcome.reader.malformed:
+        return "malformed entries in reply"
+    return "missing from reply"
+
+
+def _status_kind(exc: openai.APIStatusError) -> str:
+    if exc.status_code == 429:
+        return "rate_limited"
+    if exc.status_code >= 500:
+        return "server_error"
+    return "context" if _llm_call.is_context_error(exc) else "client_error"

@@ -47,7 +47,21 @@ DEAD_LETTERS = Counter("moderation_dead_letters", "Messages dead-lettered", ["re
 STAGE_SECONDS = Histogram(
     "moderation_stage_seconds", "Time spent per stage", ["stage"], buckets=_LATENCY_BUCKETS
 )
-LLM_CALLS = Counter("moderation_llm_calls", "LLM calls by outcome", ["outcome"])
+LLM_REQUESTS = Counter(
+    "moderation_llm_requests",
+    "HTTP requests to the LLM endpoint by outcome (ok, cut_off, timeout, rate_limited, "
+    "server_error, client_error, context, connection, bad_reply, error)",
+    ["outcome"],
+)
+LLM_CONCURRENCY_LIMIT = Gauge(
+    "moderation_llm_concurrency_limit", "Calls the adaptive limit lets be in flight now"
+)
+LLM_BATCH_TARGET = Gauge(
+    "moderation_llm_batch_target", "Items per call the latency budget allows now"
+)
+DEFERRED = Counter(
+    "moderation_deferred", "Requests moved to the deferred queue (the LLM stage was full)"
+)
 LLM_TOKENS = Counter("moderation_llm_tokens", "LLM tokens", ["kind"])
 LLM_COST = Counter("moderation_llm_cost_usd", "LLM cost in USD")
 CACHE = Counter("moderation_cache_lookups", "Score cache lookups", ["result"])

@@ -1,0 +1,87 @@
+"""The micro-batcher on a fake clock: sizes, waits, and calls started only into free slots."""
+
+from __future__ import annotations
+
+from worker._batcher import Batcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(size: int = 4, slots: int = 2, wait_s: float = 0.03, eager_below: int = 0):
+    clock = Clock()
+    started: list[list[int]] = []
+    limits = {"size": size, "slots": slots}
+    batcher: Batcher[int] = Batcher(
+        start=started.append, size=lambda: limits["size"], slots=lambda: limits["slots"],
+        wait_s=wait_s, eager_below=eager_below, clock=clock,
+    )
+    return batcher, started, clock, limits
+
+
+def test_a_full_batch_starts_at_once():
+    batcher, started, _, _ = make(size=3)
+    for n in range(3):
+        batcher.add(n)
+    assert started == [[0, 1, 2]] and batcher.held == 0 and batcher.running == 1
+
+
+def test_a_partial_batch_waits_for_its_time_then_starts():
+    batcher, started, clock, _ = make(size=10, wait_s=0.03)
+    due = batcher.add(1)
+    batcher.add(2)
+    assert started == [] and due == clock.now + 0.03
+    clock.now += 0.01
+    assert batcher.poll() == due and started == []
+    clock.now = due
+    assert batcher.poll() is None and started == [[1, 2]]
+
+
+def test_light_load_waits_for_nothing():
+    batcher, started, _, _ = make(size=10, eager_below=1)
+    batcher.add(1)
+    assert started == [[1]]
+    batcher.add(2)  # one running already: this one waits to be batched
+    assert started == [[1]] and batcher.held == 1
+
+
+def test_no_free_slot_means_batches_grow_and_queue_instead_of_more_calls():
+    batcher, started, clock, _ = make(size=3, slots=1, wait_s=0.01)
+    for n in range(3):
+        batcher.add(n)
+    assert started == [[0, 1, 2]]
+    for n in range(3, 10):
+        assert batcher.add(n) is None  # no slot: nothing to time, the finish will poll
+    clock.now += 1
+    assert batcher.poll() is None and len(started) == 1
+    assert batcher.held == 7
+    batcher.finished()
+    assert started[1] == [3, 4, 5] and batcher.running == 1
+    batcher.finished()
+    assert started[2] == [6, 7, 8]
+    batcher.finished()
+    assert started[3] == [9] and batcher.held == 0  # its wait is long over
+
+
+def test_a_smaller_size_cuts_what_is_forming():
+    batcher, started, _, limits = make(size=10, slots=5)
+    for n in range(6):
+        batcher.add(n)
+    limits["size"] = 4
+    batcher.poll()
+    assert started == [[0, 1, 2, 3]] and batcher.held == 2
+
+
+def test_a_redelivery_goes_alone_and_flush_starts_everything():
+    batcher, started, _, _ = make(size=10, slots=1)
+    batcher.add(1)
+    batcher.alone(99)
+    assert started == [[99]]
+    batcher.add(2)
+    batcher.flush()  # shutdown: slots or not
+    assert started == [[99], [1, 2]] and batcher.held == 0

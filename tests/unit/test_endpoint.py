@@ -1,0 +1,62 @@
+"""The endpoint model: speed learned from calls, and batch size, cap and time-out from it."""
+
+from __future__ import annotations
+
+from worker._endpoint import CallTiming, EndpointModel
+from worker._prompt import worst_reply_tokens
+
+
+def test_streamed_calls_teach_first_token_and_token_times():
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    for _ in range(60):
+        model.observe(CallTiming(items=10, duration_s=0.3 + 49 * 0.05, completion_tokens=50,
+                                 ttft_s=0.3))
+    assert abs(model.ttft_s - 0.3) < 0.01 and abs(model.token_s - 0.05) < 0.002
+    assert abs(model.tokens_per_item - 5.0) < 0.1
+
+
+def test_a_slower_endpoint_gets_smaller_batches():
+    fast, slow = EndpointModel(), EndpointModel()
+    for _ in range(60):
+        fast.observe(CallTiming(items=20, duration_s=0.6 + 56 * 0.015, completion_tokens=56,
+                                ttft_s=0.6))
+        slow.observe(CallTiming(items=20, duration_s=0.6 + 56 * 0.06, completion_tokens=56,
+                                ttft_s=0.6))
+    assert fast.batch_size(1.5, 64) > 2 * slow.batch_size(1.5, 64) >= 2
+    assert fast.expected_s(fast.batch_size(1.5, 64)) <= 1.5
+
+
+def test_not_streamed_the_rest_is_first_token_time():
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    for _ in range(60):
+        model.observe(CallTiming(items=10, duration_s=2.0 + 30 * 0.015, completion_tokens=30))
+    assert abs(model.ttft_s - 2.0) < 0.02
+    assert model.batch_size(1.5, 64) >= 1  # the budget is gone, but batches still form
+
+
+def test_the_cap_holds_the_longest_valid_reply_in_the_endpoints_tokenizer():
+    model = EndpointModel(tokenizer_ratio=1.0)
+    assert model.max_tokens(20) >= worst_reply_tokens(20)
+    wordy = EndpointModel(tokenizer_ratio=1.0)
+    for _ in range(60):
+        wordy.observe(CallTiming(items=10, duration_s=1.0, completion_tokens=60,
+                                 reply_tokens_o200k=30))
+    assert wordy.max_tokens(20) >= 2 * worst_reply_tokens(20)
+
+
+def test_the_timeout_follows_the_cap_not_a_fixed_number():
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    small, large = model.timeout_s(model.max_tokens(1), 30), model.timeout_s(
+        model.max_tokens(40), 30)
+    assert small < large <= 30
+    assert large >= 0.6 + model.max_tokens(40) * 0.015  # room for the longest valid reply
+
+
+def test_queueing_shows_as_congestion():
+    model = EndpointModel(ttft_s=0.5)
+    for _ in range(20):
+        model.observe(CallTiming(items=1, duration_s=0.55, completion_tokens=3, ttft_s=0.5))
+    assert not model.congested
+    for _ in range(30):
+        model.observe(CallTiming(items=1, duration_s=3.05, completion_tokens=3, ttft_s=3.0))
+    assert model.congested
