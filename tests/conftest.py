@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,10 +21,12 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
 
 from worker.client import ModerationClient  # noqa: E402
 from worker.pipeline import Pipeline, build_pipeline  # noqa: E402
-from worker.settings import Settings  # noqa: E402
-from worker.testing.fake_llm import FakeLLM  # noqa: E402
+from worker.settings import DEFAULT_PRICES, Settings  # noqa: E402
+from worker.testing.fake_llm import FakeLLM, FakeLLMState  # noqa: E402
 
 RABBIT = "127.0.0.1:5672"
+# the simulator is not OpenAI's endpoint, so nothing is priced unless prices are given
+GPT_4O_MINI_PRICES = {"gpt-4o-mini": DEFAULT_PRICES["gpt-4o-mini"]}
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -47,7 +50,7 @@ def broker_url(vhost: str) -> str:
 
 @pytest.fixture(scope="session")
 def _fake_llm_server() -> Iterator[FakeLLM]:
-    with FakeLLM() as server:
+    with FakeLLM(timing="instant") as server:
         yield server
 
 
@@ -55,14 +58,20 @@ def _fake_llm_server() -> Iterator[FakeLLM]:
 def fake_llm(_fake_llm_server: FakeLLM) -> FakeLLM:
     """The simulated LLM with faults and settings reset for each test."""
     state = _fake_llm_server.state
+    fresh = FakeLLMState()
     with state.lock:
         state.faults.clear()
         state.fault_rates.clear()
+        for name in ("ttft_ms", "ttft_sigma", "prefill_ms_per_1k", "token_ms", "rpm", "tpm",
+                     "slots", "context_tokens", "error_style", "gullible", "timeout_s",
+                     "stall_s"):
+            setattr(state, name, getattr(fresh, name))
+        state.timing = "instant"  # tests that want a model's timing set it
         state.latency_ms = state.jitter_ms = 0.0
-        state.gullible = False
-        state.timeout_s = 30.0
-        state.requests = state.items = 0
+        state.requests = state.items = state.max_concurrent = 0
+        state.prompt_tokens = state.completion_tokens = 0
         state.by_fault.clear()
+        state.asked.clear()
     return _fake_llm_server
 
 
@@ -78,7 +87,8 @@ def make_pipeline(fake_llm: FakeLLM) -> Callable[..., Pipeline]:
     def make(**overrides: object) -> Pipeline:
         options: dict[str, object] = {
             "openai_base_url": fake_llm.base_url, "openai_api_key": "test-key",
-            "llm_deadline_s": 5.0, "breaker_reset_s": 0.5, **overrides,
+            "llm_deadline_s": 5.0, "breaker_reset_s": 0.5, "prices": GPT_4O_MINI_PRICES,
+            **overrides,
         }
         return build_pipeline(Settings(**options))  # type: ignore[arg-type]
 
@@ -162,6 +172,7 @@ def worker_env(broker_url: str, fake_llm: FakeLLM) -> dict[str, str]:
         MODERATION_BATCH_WAIT_MS="20",
         MODERATION_LLM_DEADLINE_S="10",
         MODERATION_BREAKER_RESET_S="1",
+        MODERATION_PRICES=json.dumps(GPT_4O_MINI_PRICES),
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -42,7 +42,7 @@ def test_texts_in_other_scripts_never_share_cached_scores(make_pipeline, fake_ll
 
 
 def test_identical_texts_in_flight_cost_one_call(make_pipeline, fake_llm):
-    fake_llm.state.latency_ms = 300
+    fake_llm.state.control({"timing": "real", "ttft_ms": 300})
     pipeline = make_pipeline()
     pending = [pipeline.prepare(env(id=str(n), text="the same words")) for n in range(6)]
     assert all(isinstance(p, Pending) for p in pending)

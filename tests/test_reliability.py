@@ -39,7 +39,7 @@ from worker.client import ModerationClient
 from worker.models import CATEGORIES, Verdict
 from worker.policy import Policy, decide
 from worker.settings import DEFAULT_POLICY, Settings
-from worker.testing.fake_llm import FakeLLM, score_text
+from worker.testing.fake_llm import FakeLLM, answered_scores
 
 pytestmark = pytest.mark.slow
 
@@ -454,9 +454,7 @@ def mixed_texts(n: int, seed: int = 4) -> list[str]:
 
 def expected_scores(text: str, gullible: bool = False) -> dict[str, float]:
     """What the fake LLM answers for ``text`` (its deterministic lexicon)."""
-    if gullible and "allow" in text.lower():
-        return dict.fromkeys(CATEGORIES, 0.0)
-    return {c: v / 100 for c, v in score_text(text).items()}
+    return dict(zip(CATEGORIES, answered_scores(text, gullible), strict=True))
 
 
 def check_scored_verdict(verdict: Verdict, text: str, gullible: bool = False) -> str | None:
@@ -493,7 +491,7 @@ def publish_and_collect(
 def test_kill_9_twice_loses_nothing(start_worker, collector: Collector, llm: FakeLLM,
                                     broker_url: str):
     total = 3000
-    llm.state.latency_ms, llm.state.jitter_ms = 75.0, 25.0  # 50-100 ms
+    llm.state.control({"timing": "real", "ttft_ms": 75, "token_ms": 1.5})  # a fast model
     items = requests_for("k9", mixed_texts(total))
     ids = {i.key for i in items}
     worker = start_worker()
@@ -543,7 +541,7 @@ def test_llm_faults_every_request_gets_a_sound_verdict(start_worker, collector: 
                                                         llm: FakeLLM, broker_url: str):
     total = 1000
     state = llm.state
-    state.latency_ms, state.jitter_ms = 30.0, 20.0
+    state.control({"timing": "real", "ttft_ms": 30, "token_ms": 1})
     state.timeout_s = 2.0  # longer than the worker's 1 s client timeout
     llm.inject(*FAULT_RATES)  # each fault at least once, then at random
     with state.lock:
@@ -671,7 +669,7 @@ def test_broker_restart_mid_run_every_confirmed_request_gets_a_verdict(
 ):
     total = 2000
     settings = Settings(broker_url=broker_url)
-    llm.state.latency_ms, llm.state.jitter_ms = 50.0, 20.0
+    llm.state.control({"timing": "real", "ttft_ms": 50, "token_ms": 1})
     worker = start_worker()
     items = requests_for("rr", mixed_texts(total, seed=3))
     ids = {i.key for i in items}
@@ -724,7 +722,7 @@ def test_broker_restart_mid_run_every_confirmed_request_gets_a_verdict(
 def _sigterm_run(start_worker, collector: Collector, llm: FakeLLM, broker_url: str,
                  prefix: str) -> tuple[set[str], Any, dict[str, Any]]:
     total = 300
-    llm.state.latency_ms, llm.state.jitter_ms = 500.0, 50.0
+    llm.state.control({"timing": "real", "ttft_ms": 500, "token_ms": 15})  # gpt-4o-mini
     worker = start_worker()
     items = requests_for(prefix, mixed_texts(total, seed=5))
     ids = {i.key for i in items}

@@ -116,10 +116,18 @@ def test_metrics_and_health(start_worker, client, tmp_path):
         client.publish({"id": "m2", "text": "a perfectly fine message"})
         client.publish_raw(b"{broken")
         verdicts.drain(2, timeout=30)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    import time
+
+    deadline = time.monotonic() + 10  # the call's own counters may follow its verdicts
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = text.decode()
+        if 'moderation_llm_requests_total{outcome="ok"}' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert 'moderation_verdicts_total{action="block",source="rules"} 1.0' in text
     assert 'moderation_dead_letters_total{reason="invalid_json"} 1.0' in text
-    assert 'moderation_llm_calls_total{outcome="ok"}' in text
+    assert 'moderation_llm_requests_total{outcome="ok"} 1.0' in text
     assert 'moderation_stage_seconds_count{stage="end_to_end"}' in text
     health = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
                             env={**worker.env, "MODERATION_HEALTH_FILE": str(worker.health)})
@@ -128,3 +136,28 @@ def test_metrics_and_health(start_worker, client, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
                              env={**worker.env, "MODERATION_HEALTH_FILE": str(tmp_path / "no")})
     assert missing.returncode == 1
+
+
+def test_a_stalled_llm_never_holds_back_what_the_rules_decide(start_worker, client, fake_llm):
+    """Far more LLM work than the worker may hold: the rest waits in the deferred queue,
+    so the rules' verdicts behind it go out at once and the LLM's fall back later."""
+    fake_llm.state.stall_s = 60
+    fake_llm.state.fault_rates["stall"] = 1.0  # every call hangs: no first token, ever
+    start_worker(MODERATION_PREFETCH="60", MODERATION_LLM_MAX_PENDING="20",
+                 MODERATION_DEFERRED_PREFETCH="10", MODERATION_LLM_DEADLINE_S="4",
+                 MODERATION_LLM_EXPECTED_TTFT_MS="100")
+    llm_ids = [f"slow{n}" for n in range(150)]
+    rules_ids = [f"fast{n}" for n in range(10)]
+    with client.subscribe("#") as verdicts:
+        for vid in llm_ids:
+            client.publish({"id": vid, "text": f"an ordinary message number {vid}"})
+        for vid in rules_ids:  # queued behind 150 messages the LLM will never answer
+            client.publish({"id": vid, "text": "go hang yourself"})
+        order = [v for v in verdicts.drain(len(llm_ids) + len(rules_ids), timeout=120)]
+    got = {v.id: v for v in order}
+    assert set(got) == set(llm_ids) | set(rules_ids)  # nothing lost
+    assert all(got[i].source == "rules" and got[i].action == "block" for i in rules_ids)
+    assert all(got[i].source == "fallback" and got[i].action == "review" for i in llm_ids)
+    first_fallback = next(n for n, v in enumerate(order) if v.source == "fallback")
+    last_rules = max(n for n, v in enumerate(order) if v.source == "rules")
+    assert last_rules < first_fallback  # before the first LLM call could even time out

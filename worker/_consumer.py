@@ -33,6 +33,7 @@ from celery.worker import state as worker_state
 from kombu import Consumer
 
 from worker import metrics, topology
+from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker.models import Verdict
 from worker.pipeline import DeadLetter, Pending, Pipeline, build_pipeline
@@ -138,6 +139,18 @@ class _Delivery:
         self.channel.basic_reject(self.delivery_tag, requeue=requeue)
 
 
+_REDELIVERED = "x-moderation-redelivered"
+
+
+def _raw(channel: Any) -> Any:
+    """A channel whose bodies stay bytes and whose deliveries are ``_Delivery`` objects:
+    py-amqp would decode bodies to str (content_encoding) only for validate to encode and
+    decode them again."""
+    channel.auto_decode = False
+    channel.message_to_python = functools.partial(_Delivery, channel=channel)
+    return channel
+
+
 class ModerationConsumer(bootsteps.ConsumerStep):
     """Consumes ``moderation.requests``; see the module docstring for the threading model."""
 
@@ -152,16 +165,27 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             max_workers=self.settings.concurrency, thread_name_prefix="moderation-batch"
         )
         self.hostname = socket.gethostname()
-        self._batch: list[tuple[Pending, Any]] = []
+        classifier = self.pipeline.classifier
+        self.batcher: Batcher[tuple[Pending, Any]] = Batcher(
+            start=self._submit_batch,
+            size=self.pipeline.batch_size,
+            slots=(lambda: int(classifier.limit.limit)) if classifier else (lambda: 1 << 30),
+            wait_s=self.settings.batch_wait_ms / 1000,
+            eager_below=self.settings.batch_eager_below,
+        )
         self._batch_timer: Any = None
+        self._batch_due: float | None = None
         self._settled: queue.SimpleQueue[tuple[list[Any], bool]] = queue.SimpleQueue()
         self._inflight = 0
-        self._batches_in_flight = 0  # submitted to the pool, LLM answer not back yet
+        self._llm_pending = 0  # needing the LLM: held by the batcher or in a running batch
         self._inflight_lock = threading.Lock()
+        self._deferred_logged = 0.0
         self._hub: Any = None
         self._heartbeat: Any = None
         self._windows: dict[int, _AckWindow] = {}  # id(channel) -> its unacked tags
-        self._stragglers = max(self.settings.prefetch // 4, 1)
+        # few: a settled message waiting behind a slow LLM batch is a duplicate after a
+        # crash (the broker redelivers what was not acked)
+        self._stragglers = max(min(self.settings.prefetch // 8, 64), 1)
         self._debug = self.settings.log_level.upper() == "DEBUG"  # per-message log args
         self._end_to_end = metrics.STAGE_SECONDS.labels("end_to_end")
         self._publish_seconds = metrics.STAGE_SECONDS.labels("publish")
@@ -171,20 +195,27 @@ class ModerationConsumer(bootsteps.ConsumerStep):
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         topology.declare_all(channel, self.settings)
-        # bodies stay bytes: py-amqp would decode them to str (content_encoding) only for
-        # validate to encode and decode them again
-        channel.auto_decode = False
-        channel.message_to_python = functools.partial(_Delivery, channel=channel)
         self._windows.clear()  # a new channel (start or reconnect): old tags are void
-        return [
+        consumers = [
             Consumer(
-                channel,
+                _raw(channel),
                 queues=[topology.requests_queue(self.settings)],
                 on_message=self._on_message,
                 prefetch_count=self.settings.prefetch,
                 no_ack=False,
             )
         ]
+        if self.pipeline.classifier is not None:
+            # its own channel: its own prefetch, so it brings in only what the LLM can take
+            deferred = _raw(channel.connection.channel())
+            consumers.append(Consumer(
+                deferred,
+                queues=[topology.deferred_queue(self.settings)],
+                on_message=self._on_deferred,
+                prefetch_count=self.settings.deferred_prefetch,
+                no_ack=False,
+            ))
+        return consumers
 
     def start(self, c: Any) -> None:
         self._hub = c.hub
@@ -193,14 +224,23 @@ class ModerationConsumer(bootsteps.ConsumerStep):
                 "the moderation consumer needs Celery's event loop: use the default "
                 "(solo/threads/prefork) pool, not gevent or eventlet"
             )
-        super().start(c)
-        self._touch_health()
+        # Declared now, consumed once the event loop runs: the loop's callbacks carry the
+        # acks, batch timers and finished batches, and until it runs Celery's other steps
+        # read the connection synchronously (declares, qos), which would hand us messages
+        # that nothing could ack (the way Celery's own task consumer starts, too).
+        self.consumers = self.get_consumers(c.connection.channel())
+        self._hub.call_soon(self._begin)
         if self._heartbeat is None:
             metrics.serve(self.settings.metrics_port)
             self._heap.freeze()
         else:  # a reconnect: Celery cancelled the timers of the old connection
             self._heartbeat.cancel()
         self._heartbeat = self._hub.call_repeatedly(5.0, self._touch_health)
+
+    def _begin(self) -> None:
+        for consumer in self.consumers or []:
+            consumer.consume()
+        self._touch_health()
         log.info("moderation_consumer_started", queue=self.settings.requests_queue,
                  llm=self.pipeline.classifier is not None, policy=self.pipeline.policies.path.name)
 
@@ -209,7 +249,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         for consumer in self.consumers or []:
             with contextlib.suppress(Exception):
                 consumer.cancel()
-        self._flush()
+        self.batcher.flush()
         # should_stop is the exit code, 0 for a warm shutdown: test it against None/False
         shutting_down = any(
             flag is not None and flag is not False
@@ -236,6 +276,12 @@ class ModerationConsumer(bootsteps.ConsumerStep):
     # -- event loop thread --------------------------------------------------------------
 
     def _on_message(self, message: Any) -> None:
+        self._receive(message, deferred=False)
+
+    def _on_deferred(self, message: Any) -> None:
+        self._receive(message, deferred=True)
+
+    def _receive(self, message: Any, deferred: bool) -> None:
         channel = message.channel
         window = self._windows.get(id(channel))
         if window is None or window.channel is not channel:
@@ -245,53 +291,77 @@ class ModerationConsumer(bootsteps.ConsumerStep):
             self._inflight += 1
         metrics.INFLIGHT.inc()
         try:
-            self._accept(message)
+            self._accept(message, deferred)
         except Exception:  # never let one message break the loop; the delivery limit
             log.exception("receive_failed")  # dead-letters it if it keeps failing
             self._settle([message], ok=False)
 
-    def _accept(self, message: Any) -> None:
+    def _accept(self, message: Any, deferred: bool) -> None:
         body = message.body
         if isinstance(body, str):  # py-amqp decoded it using content_encoding: undo that
             body = body.encode(message.content_encoding or "utf-8", "surrogateescape")
         delivery = message.delivery_info or {}
+        headers = dict(message.headers)
         envelope = Envelope(
             body=body if type(body) is bytes else bytes(body),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
-            redelivered=bool(delivery.get("redelivered")),
-            headers=dict(message.headers),
+            redelivered=bool(delivery.get("redelivered") or headers.get(_REDELIVERED)),
+            headers=headers,
         )
         outcome = self.pipeline.prepare(envelope)
-        if isinstance(outcome, Pending):
-            if envelope.redelivered:
-                # a redelivery may be the message that killed a worker: keep it alone
-                self._submit_batch([(outcome, message)])
-                return
-            self._batch.append((outcome, message))
-            if (
-                len(self._batch) >= self.settings.batch_size
-                or self._batches_in_flight < self.settings.batch_eager_below
-            ):
-                self._flush()
-            elif self._batch_timer is None:
-                self._batch_timer = self._hub.call_later(
-                    self.settings.batch_wait_ms / 1000, self._flush
-                )
+        if not isinstance(outcome, Pending):
+            self._publish([(outcome, message)])
             return
-        self._publish([(outcome, message)])
+        if not deferred and self._llm_pending >= self.settings.llm_max_pending:
+            self._defer(envelope, message)  # the LLM stage is full: rules must not wait
+            return
+        with self._inflight_lock:
+            self._llm_pending += 1
+        if envelope.redelivered:
+            # a redelivery may be the message that killed a worker: keep it alone
+            self._schedule(self.batcher.alone((outcome, message)))
+        else:
+            self._schedule(self.batcher.add((outcome, message)))
 
-    def _flush(self) -> None:
+    def _defer(self, envelope: Envelope, message: Any) -> None:
+        """Move a request to the deferred queue (acked here once the broker has it)."""
+        headers = {**envelope.headers, "x-moderation-deferred": True}
+        if envelope.redelivered:
+            headers[_REDELIVERED] = True
+        out = OutMessage(
+            exchange="",
+            routing_key=self.settings.deferred_queue,
+            body=envelope.body,
+            headers=headers,
+            content_type=envelope.content_type or "application/json",
+            content_encoding=envelope.content_encoding,
+        )
+        metrics.DEFERRED.inc()
+        now = time.monotonic()
+        if now - self._deferred_logged > 10:
+            self._deferred_logged = now
+            log.warning("llm_stage_full", pending=self._llm_pending,
+                        queue=self.settings.deferred_queue)
+        self.publisher.submit([out], lambda ok: self._settle([message], ok))
+
+    def _schedule(self, due: float | None) -> None:
+        """Have the batcher polled at ``due`` (monotonic), unless a poll is due sooner."""
+        if due is None or (self._batch_due is not None and self._batch_due <= due):
+            return
         if self._batch_timer is not None:
             self._batch_timer.cancel()
-            self._batch_timer = None
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._submit_batch(batch)
+        self._batch_due = due
+        self._batch_timer = self._hub.call_later(max(0.0, due - time.monotonic()), self._poll)
+
+    def _poll(self) -> None:
+        self._batch_timer = self._batch_due = None
+        self._schedule(self.batcher.poll())
+
+    def _batch_finished(self) -> None:
+        self._schedule(self.batcher.finished())
 
     def _submit_batch(self, batch: list[tuple[Pending, Any]]) -> None:
-        with self._inflight_lock:
-            self._batches_in_flight += 1
         self.executor.submit(self._complete, batch)
 
     def _drain_settled(self) -> None:
@@ -337,17 +407,29 @@ class ModerationConsumer(bootsteps.ConsumerStep):
     # -- pool and publisher threads -----------------------------------------------------
 
     def _complete(self, batch: list[tuple[Pending, Any]]) -> None:
+        """Pool thread: scores for a batch; each verdict is published as soon as it is
+        known (streamed answers, cache hits), not when the whole batch is done."""
+        sent = [False] * len(batch)
+
+        def emit(verdicts: list[tuple[int, Verdict]]) -> None:
+            for index, _ in verdicts:
+                sent[index] = True
+            with self._inflight_lock:
+                self._llm_pending -= len(verdicts)
+            self._publish([(verdict, batch[index][1]) for index, verdict in verdicts])
+
         try:
-            verdicts = self.pipeline.complete([pending for pending, _ in batch])
+            self.pipeline.complete([pending for pending, _ in batch], emit)
         except Exception:
             log.exception("batch_failed", size=len(batch))
             metrics.ERRORS.labels("batch").inc()
-            self._settle([message for _, message in batch], ok=False)
-            return
-        finally:
+            unsent = [message for (_, message), done in zip(batch, sent, strict=True)
+                      if not done]
             with self._inflight_lock:
-                self._batches_in_flight -= 1
-        self._publish(list(zip(verdicts, (m for _, m in batch), strict=True)))
+                self._llm_pending -= len(unsent)
+            self._settle(unsent, ok=False)
+        finally:
+            self._hub.call_soon(self._batch_finished)
         self._heap.after_batch()
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:

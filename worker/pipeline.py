@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import structlog
 from worker import metrics
 from worker._prompt import truncate
 from worker.cache import CachedScores, ScoreCache, cache_key
-from worker.classify import Classifier
+from worker.classify import BatchResult, Classifier, ItemUsage
 from worker.models import (
     CATEGORIES,
     Action,
@@ -69,6 +69,39 @@ class Pending:
 
 
 Outcome = Verdict | DeadLetter
+Emit = Callable[[list[tuple[int, Verdict]]], None]
+
+
+def _cost(
+    price: tuple[float, float, float] | None, prompt: float, cached: float, completion: float
+) -> float:
+    if price is None:
+        return 0.0
+    fresh_in, cached_in, out = price
+    return ((prompt - cached) * fresh_in + cached * cached_in + completion * out) / 1e6
+
+
+class _Shares:
+    """Turns items' estimated token shares into verdict usage (integers whose running
+    sum stays true to the floats, so totals over many verdicts are not rounded away)
+    and cost."""
+
+    def __init__(self, price: tuple[float, float, float] | None) -> None:
+        self._price = price
+        self._prompt = self._completion = 0.0  # running float totals
+        self._prompt_int = self._completion_int = 0
+
+    def take(self, share: ItemUsage, duplicates: int) -> tuple[Usage, float]:
+        prompt = share.prompt_tokens / duplicates
+        completion = share.completion_tokens / duplicates
+        self._prompt += prompt
+        self._completion += completion
+        p = round(self._prompt) - self._prompt_int
+        c = round(self._completion) - self._completion_int
+        self._prompt_int += p
+        self._completion_int += c
+        usage = Usage(prompt_tokens=p, completion_tokens=c, llm_calls=share.calls / duplicates)
+        return usage, _cost(self._price, prompt, 0.0, completion)
 
 
 def routing_key(verdict: Verdict) -> str:
@@ -151,8 +184,17 @@ class Pipeline:
 
     # -- the batch stages ---------------------------------------------------------------
 
-    def complete(self, batch: list[Pending]) -> list[Verdict]:
-        """Shared cache, then one LLM call for the distinct texts nobody is already asking."""
+    def batch_size(self) -> int:
+        """Messages per LLM call now (the latency budget at the endpoint's speed)."""
+        return self.classifier.batch_size() if self.classifier else self.settings.batch_size
+
+    def complete(self, batch: list[Pending], emit: Emit | None = None) -> list[Verdict]:
+        """Shared cache, then one LLM call for the distinct texts nobody is already asking.
+
+        ``emit`` receives (position in ``batch``, verdict) pairs as soon as each is known
+        (cache hits at once, LLM answers as the reply streams in); the return value has
+        every verdict, in order.
+        """
         if not batch:
             return []
         started = time.monotonic()
@@ -160,6 +202,7 @@ class Pipeline:
         metrics.STAGE_SECONDS.labels("cache").observe(time.monotonic() - started)
         metrics.CACHE.labels("hit_shared").inc(len(hits))
         verdicts: dict[int, Verdict] = {}
+        early: list[tuple[int, Verdict]] = []
         mine: dict[str, list[int]] = {}
         theirs: list[tuple[int, Future[tuple[float, ...] | None]]] = []
         own_futures: dict[str, Future[tuple[float, ...] | None]] = {}
@@ -170,6 +213,7 @@ class Pipeline:
                     verdicts[index] = self._scored_verdict(
                         pending, hit.scores, Source.CACHE, Usage(), 0.0, hit.model
                     )
+                    early.append((index, verdicts[index]))
                 elif pending.key in mine:
                     mine[pending.key].append(index)
                 elif pending.key in self._inflight:
@@ -177,9 +221,11 @@ class Pipeline:
                 else:
                     mine[pending.key] = [index]
                     own_futures[pending.key] = self._inflight[pending.key] = Future()
+        if early and emit is not None:
+            emit(early)
         try:
             if mine:
-                verdicts.update(self._ask_llm(batch, mine, own_futures))
+                verdicts.update(self._ask_llm(batch, mine, own_futures, emit))
         finally:
             with self._inflight_lock:
                 for key, future in own_futures.items():
@@ -195,6 +241,8 @@ class Pipeline:
                 verdicts[index] = self._scored_verdict(
                     pending, scores, Source.CACHE, Usage(), 0.0, self.model
                 )
+            if emit is not None:
+                emit([(index, verdicts[index])])
         return [verdicts[i] for i in range(len(batch))]
 
     def _ask_llm(
@@ -202,75 +250,101 @@ class Pipeline:
         batch: list[Pending],
         mine: dict[str, list[int]],
         futures: dict[str, Future[tuple[float, ...] | None]],
+        emit: Emit | None,
     ) -> dict[int, Verdict]:
         assert self.classifier is not None
         keys = list(mine)
-        items = [
-            (batch[mine[k][0]].llm_text, batch[mine[k][0]].request.context) for k in keys
-        ]
+        items = [(batch[mine[k][0]].llm_text, batch[mine[k][0]].request.context) for k in keys]
+        verdicts: dict[int, Verdict] = {}
+        fresh: dict[str, CachedScores] = {}
+        shares = _Shares(self.settings.price(self.model))
+
+        def on_scores(answers: list[tuple[int, tuple[float, ...], ItemUsage]]) -> None:
+            out = []
+            for k, scores, share in answers:
+                key = keys[k]
+                futures[key].set_result(scores)
+                fresh[key] = CachedScores(scores, self.model or "")
+                for index in mine[key]:
+                    usage, cost = shares.take(share, len(mine[key]))
+                    verdicts[index] = self._scored_verdict(
+                        batch[index], scores, Source.LLM, usage, cost, self.model
+                    )
+                    out.append((index, verdicts[index]))
+            if out and emit is not None:
+                emit(out)
+
         started = time.monotonic()
-        result = self.classifier.classify(items)
-        metrics.STAGE_SECONDS.labels("llm").observe(time.monotonic() - started)
-        metrics.BATCH_SIZE.observe(len(items))
+        result = self.classifier.classify(items, on_scores)
+        failed = []
+        for k, key in enumerate(keys):
+            if result.scores[k] is not None:
+                continue
+            futures[key].set_result(None)
+            for index in mine[key]:
+                usage, cost = shares.take(result.items[k], len(mine[key]))
+                verdicts[index] = self._fallback_verdict(
+                    batch[index], result.errors[k] or "no answer", usage, cost
+                )
+                failed.append((index, verdicts[index]))
+        if failed and emit is not None:
+            emit(failed)
+        self.cache.put_many(fresh)
+        self._record_llm(result, len(batch), len(items), len(failed), started)
+        return verdicts
+
+    def _record_llm(
+        self, result: BatchResult, messages: int, distinct: int, failed: int, started: float
+    ) -> None:
         usage = result.usage
-        failed = sum(1 for s in result.scores if s is None)
-        metrics.LLM_CALLS.labels("ok" if not failed else "failed_items").inc(max(usage.calls, 1))
+        metrics.STAGE_SECONDS.labels("llm").observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.observe(distinct)
         metrics.LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens)
         metrics.LLM_TOKENS.labels("completion").inc(usage.completion_tokens)
         metrics.LLM_TOKENS.labels("cached").inc(usage.cached_tokens)
+        metrics.LLM_COST.inc(
+            self.cost_usd(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens)
+        )
         log.info(
-            "llm_batch", messages=len(batch), distinct=len(items), calls=usage.calls,
+            "llm_batch", messages=messages, distinct=distinct, calls=usage.calls,
             failed=failed, llm_ms=round((time.monotonic() - started) * 1000, 1),
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            message_ids=[p.request.id for p in batch][:32],
         )
-        n = len(batch)  # every message in the call shares its cost
-        share = Usage(
-            prompt_tokens=round(usage.prompt_tokens / n),
-            completion_tokens=round(usage.completion_tokens / n),
-            cached_tokens=round(usage.cached_tokens / n),
-            llm_calls=usage.calls / n,
-        )
-        total_cost = self.cost_usd(
-            usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
-        )
-        metrics.LLM_COST.inc(total_cost)
-        cost = total_cost / n
-        fresh: dict[str, CachedScores] = {}
-        verdicts: dict[int, Verdict] = {}
-        for key, scores, error in zip(keys, result.scores, result.errors, strict=True):
-            futures[key].set_result(scores)
-            for index in mine[key]:
-                if scores is None:
-                    verdicts[index] = self._fallback_verdict(
-                        batch[index], error or "no answer", share, cost
-                    )
-                else:
-                    verdicts[index] = self._scored_verdict(
-                        batch[index], scores, Source.LLM, share, cost, self.model
-                    )
-            if scores is not None:
-                fresh[key] = CachedScores(scores, self.model or "")
-        self.cache.put_many(fresh)
-        return verdicts
 
-    def cost_usd(self, prompt: int, cached: int, completion: int) -> float:
-        price = self.settings.prices.get(self.model or "")
-        if price is None:
-            return 0.0
-        fresh_in, cached_in, out = price
-        return ((prompt - cached) * fresh_in + cached * cached_in + completion * out) / 1e6
+    def cost_usd(self, prompt: float, cached: float, completion: float) -> float:
+        return _cost(self.settings.price(self.model), prompt, cached, completion)
 
-    def run(self, envelopes: Iterable[Envelope]) -> list[Outcome]:
-        """The whole pipeline in-process, in order (the embedded command and tests)."""
-        outcomes: list[Outcome | Pending] = [self.prepare(e) for e in envelopes]
+    def run(
+        self, envelopes: Iterable[Envelope], progress: Callable[[int], None] | None = None
+    ) -> list[Outcome]:
+        """The whole pipeline in-process (the embedded command, eval and tests).
+
+        Batches go to the LLM concurrently, as many at once as the classifier's call
+        limit lets through; ``progress(n)`` is told of every n outcomes decided.
+        """
+        outcomes: list[Outcome | Pending] = []
+        for envelope in envelopes:
+            outcomes.append(self.prepare(envelope))
         waiting = [i for i, o in enumerate(outcomes) if isinstance(o, Pending)]
-        size = max(self.settings.batch_size, 1)
-        for start in range(0, len(waiting), size):
-            chunk = waiting[start : start + size]
-            done = self.complete([outcomes[i] for i in chunk])  # type: ignore[misc]
-            for i, verdict in zip(chunk, done, strict=True):
-                outcomes[i] = verdict
+        if progress is not None and len(outcomes) > len(waiting):
+            progress(len(outcomes) - len(waiting))
+        size = max(self.batch_size(), 1)
+        chunks = [waiting[start : start + size] for start in range(0, len(waiting), size)]
+        if not chunks:
+            return outcomes  # type: ignore[return-value]
+
+        def finish(chunk: list[int]) -> list[Verdict]:
+            return self.complete([outcomes[i] for i in chunk])  # type: ignore[misc]
+
+        workers = min(len(chunks), max(self.settings.concurrency, 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="moderate") as pool:
+            futures = {pool.submit(finish, chunk): chunk for chunk in chunks}
+            for future in as_completed(futures):
+                chunk = futures[future]
+                for i, verdict in zip(chunk, future.result(), strict=True):
+                    outcomes[i] = verdict
+                if progress is not None:
+                    progress(len(chunk))
         return outcomes  # type: ignore[return-value]
 
     # -- building verdicts --------------------------------------------------------------

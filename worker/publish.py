@@ -40,6 +40,7 @@ class OutMessage:
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
     content_type: str = "application/json"
+    content_encoding: str | None = None
 
 
 def verdict_message(verdict: Verdict, settings: Settings) -> OutMessage:
@@ -236,6 +237,7 @@ class Publisher:
                             amqp.Message(
                                 out.body,
                                 content_type=out.content_type,
+                                content_encoding=out.content_encoding,
                                 delivery_mode=2,
                                 application_headers=out.headers,
                             ),

@@ -31,6 +31,24 @@ def requests_queue(settings: Settings) -> Queue:
     )
 
 
+def deferred_queue(settings: Settings) -> Queue:
+    """Requests that need the LLM while this worker's LLM stage is full: consumed at the
+    LLM's pace, so its depth is the back-pressure signal (KEDA scales on it too)."""
+    return Queue(
+        settings.deferred_queue,
+        exchange=Exchange(""),
+        routing_key=settings.deferred_queue,
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.dead_queue,
+            "x-dead-letter-strategy": "at-least-once",
+        },
+    )
+
+
 def dead_queue(settings: Settings) -> Queue:
     return Queue(
         settings.dead_queue,
@@ -69,3 +87,4 @@ def declare_all(channel: object, settings: Settings) -> None:
     verdicts_exchange(settings)(channel).declare()
     dead_queue(settings)(channel).declare()
     requests_queue(settings)(channel).declare()
+    deferred_queue(settings)(channel).declare()
