@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _moderate(args: argparse.Namespace) -> int:
@@ -40,7 +41,9 @@ def _moderate(args: argparse.Namespace) -> int:
     numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
     dead = 0
     out = sys.stdout
-    for number, outcome in zip(numbers, pipeline.run(envelopes), strict=True):
+    with _progress(len(envelopes), "moderate", args.progress) as progress:
+        outcomes = pipeline.run(envelopes, progress)
+    for number, outcome in zip(numbers, outcomes, strict=True):
         if isinstance(outcome, DeadLetter):
             dead += 1
             record = {"dead_letter": outcome.reason.value, "line": number,
@@ -51,6 +54,38 @@ def _moderate(args: argparse.Namespace) -> int:
     out.flush()
     print(f"moderate: {len(envelopes) - dead} verdicts, {dead} dead letters", file=sys.stderr)
     return 0
+
+
+class _Progress:
+    """A progress bar on stderr (tqdm) for long inputs; nothing for short ones."""
+
+    def __init__(self, total: int, label: str, show: bool | None) -> None:
+        self._bar: Any = None
+        if show or (show is None and total >= _PROGRESS_FROM):
+            from tqdm import tqdm
+
+            # disable=None: shown on a terminal, silent when stderr is a file or a pipe,
+            # unless asked for explicitly
+            self._bar = tqdm(total=total, desc=label, unit="msg", file=sys.stderr,
+                             disable=None if show is None else not show, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+_PROGRESS_FROM = 200  # messages: shorter inputs finish before a bar would help
+
+
+def _progress(total: int, label: str, show: bool | None) -> _Progress:
+    return _Progress(total, label, show)
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -83,7 +118,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from worker._logging import configure
-    from worker.evaluate import evaluate, load, render
+    from worker.evaluate import evaluate, load, render, render_sweep, sweep
     from worker.pipeline import build_pipeline
     from worker.settings import Settings
 
@@ -93,12 +128,31 @@ def _eval(args: argparse.Namespace) -> int:
     samples = load(Path(args.dataset))
     if args.limit:
         samples = samples[: args.limit]
-    report = evaluate(build_pipeline(settings), samples)
+    if args.batch_size:
+        sizes = [int(n) for n in args.batch_size.split(",") if n.strip()]
+
+        def at(size: int) -> Any:  # exactly this size: no latency budget, no shared cache
+            return build_pipeline(settings.model_copy(update={
+                "batch_size": size, "llm_latency_budget_ms": 1e9, "redis_url": None}))
+
+        with _progress(len(samples) * len(sizes), "eval", args.progress) as progress:
+            rows = sweep(at, samples, sizes, progress)
+        print(render_sweep(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
+    with _progress(len(samples), "eval", args.progress) as progress:
+        report = evaluate(build_pipeline(settings), samples, progress)
     report["llm"] = settings.llm_enabled
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar on stderr (default: on a terminal, long inputs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     moderate = commands.add_parser("moderate", help="moderate JSON Lines in-process")
     moderate.add_argument("file", nargs="?", help="JSON Lines file; '-' or nothing: stdin")
+    _progress_flag(moderate)
     moderate.set_defaults(run=_moderate)
     schemas = commands.add_parser("schemas", help="write schemas/*.json from the models")
     schemas.add_argument("--check", action="store_true", help="exit 1 if they drifted")
@@ -120,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--rules-only", action="store_true", help="LLM stage off")
     evaluate.add_argument("--limit", type=int, default=0)
     evaluate.add_argument("--json", help="also write the report as JSON here")
+    evaluate.add_argument(
+        "--batch-size", metavar="N,N,...",
+        help="compare batch sizes (e.g. 1,8,16,32): accuracy, cost and call latency of each",
+    )
+    _progress_flag(evaluate)
     evaluate.set_defaults(run=_eval)
     args = parser.parse_args(argv)
     return int(args.run(args))

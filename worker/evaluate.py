@@ -12,6 +12,7 @@ import csv
 import gzip
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,13 @@ def _predicted(verdict: Verdict) -> bool:
     return verdict.flagged and verdict.source is not Source.FALLBACK
 
 
-def evaluate(pipeline: Pipeline, samples: list[Sample]) -> dict[str, Any]:
+def evaluate(
+    pipeline: Pipeline, samples: list[Sample], progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     envelopes = [Envelope(json.dumps({"id": str(n), "text": s.text}).encode())
                  for n, s in enumerate(samples)]
-    outcomes = pipeline.run(envelopes)
+    calls_before = len(pipeline.classifier.call_seconds) if pipeline.classifier else 0
+    outcomes = pipeline.run(envelopes, progress)
     verdicts = [o for o in outcomes if isinstance(o, Verdict)]
     dead = sum(1 for o in outcomes if isinstance(o, DeadLetter))
     pairs = [(s, o) for s, o in zip(samples, outcomes, strict=True) if isinstance(o, Verdict)]
@@ -136,11 +140,52 @@ def evaluate(pipeline: Pipeline, samples: list[Sample]) -> dict[str, Any]:
     report["llm_calls_per_1000"] = 1000 * calls / total
     report["cost_usd_per_1000"] = 1000 * sum(v.cost_usd for v in verdicts) / total
     latencies = sorted(v.latency_ms for v in verdicts) or [0.0]
-    report["latency_ms"] = {
-        "p50": statistics.median(latencies),
-        "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
-    }
+    report["latency_ms"] = {"p50": statistics.median(latencies), "p95": _p95(latencies)}
+    calls = sorted(list(pipeline.classifier.call_seconds)[calls_before:]) if (
+        pipeline.classifier) else []
+    report["llm_call_ms"] = (
+        {"calls": len(calls), "p50": 1000 * statistics.median(calls),
+         "p95": 1000 * _p95(calls)} if calls else None
+    )
+    report["fallbacks"] = sum(1 for v in verdicts if v.source is Source.FALLBACK)
     return report
+
+
+def _p95(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def sweep(
+    make_pipeline: Callable[[int], Pipeline], samples: list[Sample], sizes: list[int],
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``evaluate`` once per batch size, each on a fresh pipeline (no cache shared)."""
+    rows = []
+    for size in sizes:
+        report = evaluate(make_pipeline(size), samples, progress)
+        report["batch_size"] = size
+        rows.append(report)
+    return rows
+
+
+def render_sweep(rows: list[dict[str, Any]]) -> str:
+    """One line per batch size: accuracy, cost and the latency of one LLM call."""
+
+    def fmt(value: Any, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"{'batch':>5s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auprc':>6s} "
+             f"{'fallback':>8s} {'calls/1k':>8s} {'$/1k':>8s} {'call p50':>9s} {'call p95':>9s}"]
+    for row in rows:
+        overall, calls = row["overall"], row.get("llm_call_ms") or {}
+        lines.append(
+            f"{row['batch_size']:>5d} {fmt(overall.get('precision')):>6s} "
+            f"{fmt(overall.get('recall')):>6s} {fmt(overall.get('f1')):>6s} "
+            f"{fmt(overall.get('auprc')):>6s} {row['fallbacks']:>8d} "
+            f"{row['llm_calls_per_1000']:>8.1f} {row['cost_usd_per_1000']:>8.4f} "
+            f"{fmt(calls.get('p50'), 0):>7s}ms {fmt(calls.get('p95'), 0):>7s}ms"
+        )
+    return "\n".join(lines)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -162,4 +207,8 @@ def render(report: dict[str, Any]) -> str:
                  f"cost per 1,000: ${report['cost_usd_per_1000']:.4f}")
     lines.append(f"latency p50 {report['latency_ms']['p50']:.2f} ms, "
                  f"p95 {report['latency_ms']['p95']:.2f} ms")
+    if report.get("llm_call_ms"):
+        calls = report["llm_call_ms"]
+        lines.append(f"LLM calls: {calls['calls']}, p50 {calls['p50']:.0f} ms, "
+                     f"p95 {calls['p95']:.0f} ms; fallbacks: {report['fallbacks']}")
     return "\n".join(lines)
