@@ -790,10 +790,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="throughput phase size (0: no throughput phase; give --latency-rate)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="publish rate of the throughput phase, msg/s (0: as fast as possible)")
-    p.add_argument("--in-flight", type=int, default=4000,
+    p.add_argument("--in-flight", type=int, default=8000,
                    help="throughput phase: a closed loop, publishing while fewer than this "
                         "many requests are unanswered (0: publish them all at once, and "
-                        "the phase measures how fast the workers drain a full queue)")
+                        "the phase measures how fast the workers drain a full queue); it "
+                        "must exceed rate x latency (Little's law): 1,000 msg/s with "
+                        "verdicts taking 2-4 s under load needs several thousand")
     p.add_argument("--latency-rate", type=float, default=300.0,
                    help="rate of the latency phase (0: 50%% of the measured throughput)")
     p.add_argument("--latency-seconds", type=float, default=20.0,

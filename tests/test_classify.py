@@ -127,9 +127,11 @@ def test_timeouts_are_retried_within_the_deadline(classifier, fake_llm):
     assert classifier.classify([("hello", None)]).scores == [expected("hello")]
 
 
-def test_a_stalled_stream_is_given_up_at_the_first_token_time_out(fake_llm):
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_a_stalled_endpoint_is_given_up_within_the_deadline(fake_llm, stream):
     fake_llm.state.stall_s = 30
-    classifier = make_classifier(fake_llm, llm_expected_ttft_ms=100, llm_deadline_s=2.0)
+    classifier = make_classifier(fake_llm, llm_expected_ttft_ms=100, llm_deadline_s=2.0,
+                                 llm_stream=stream)
     fake_llm.inject("stall", "stall", "stall", "stall")
     started = time.monotonic()
     result = classifier.classify([("hello", None)])

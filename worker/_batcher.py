@@ -1,12 +1,14 @@
 """Micro-batches for the LLM: as large as the latency budget allows, started only when
 the endpoint has room for another call.
 
-A message that needs the LLM joins the forming batch. The batch is started when it is
-full, when its oldest message has waited ``wait_s``, or at once while fewer than
-``eager_below`` batches are running (light load waits for nothing), but only while
-fewer batches run than the endpoint's call limit allows. When the endpoint is saturated
-the forming batch keeps growing to full size and full batches queue in order, so a slow
-endpoint gets fewer, fuller calls instead of more of them.
+A message that needs the LLM waits in arrival order. A batch of ``size()`` (what the
+latency budget allows) starts as soon as that many wait, a smaller one when its oldest
+message has waited ``wait_s()``, or at once while fewer than ``eager_below`` batches run
+(light load waits for nothing); but only while fewer batches run than the endpoint's
+call limit (``slots()``). When more wait than the free slots can take at that size, the
+messages are waiting for a slot anyway: their latency is no longer the call's, so the
+batches grow (up to ``largest``) and the endpoint gets fewer, fuller calls instead of
+more of them.
 
 Single-threaded: the worker's event loop calls every method (the pool thread reports a
 finished batch through the loop).
@@ -14,6 +16,7 @@ finished batch through the loop).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,54 +31,55 @@ class Batcher(Generic[T]):
         start: Callable[[list[T]], None],
         size: Callable[[], int],
         slots: Callable[[], int],
-        wait_s: float,
+        wait_s: Callable[[], float],
+        largest: int,
         eager_below: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._start = start
         self._size = size
         self._slots = slots
-        self.wait_s = wait_s
+        self._wait_s = wait_s
+        self.largest = max(largest, 1)
         self.eager_below = eager_below
         self._clock = clock
-        self._forming: list[T] = []
-        self._formed_at = 0.0
-        self._ready: deque[list[T]] = deque()
+        self._waiting: deque[tuple[float, T]] = deque()  # (arrived, item), oldest first
+        self._alone: deque[T] = deque()  # items that go in a batch of their own
         self.running = 0  # batches started and not finished
-        self.held = 0  # items added and not started
+
+    @property
+    def held(self) -> int:
+        """Items added and not started."""
+        return len(self._waiting) + len(self._alone)
 
     def add(self, item: T) -> float | None:
         """Take one item; returns when ``poll`` should run next (None: no need)."""
-        if not self._forming:
-            self._formed_at = self._clock()
-        self._forming.append(item)
-        self.held += 1
+        self._waiting.append((self._clock(), item))
         return self.poll()
 
     def alone(self, item: T) -> float | None:
         """Take an item that must be a batch of its own (a redelivery may be poison)."""
-        self.held += 1
-        self._ready.append([item])
+        self._alone.append(item)
         return self.poll()
 
     def poll(self) -> float | None:
-        """Start what may start now; returns when to poll again for the forming batch
+        """Start what may start now; returns when to poll again for a partial batch
         (None when nothing waits on time: a finished batch polls when a slot frees)."""
-        size = max(self._size(), 1)
-        while len(self._forming) >= size:  # full (the size may have shrunk meanwhile)
-            self._ready.append(self._forming[:size])
-            self._forming = self._forming[size:]
         slots = self._slots()
-        while self._ready and self.running < slots:
-            self._launch(self._ready.popleft())
-        if not self._forming or self._ready or self.running >= slots:
-            return None
-        due = self._formed_at + self.wait_s
-        if self.running < self.eager_below or self._clock() >= due:
-            self._launch(self._forming)
-            self._forming = []
-            return None
-        return due
+        while self._alone and self.running < slots:
+            self._launch([self._alone.popleft()])
+        while self._waiting and self.running < slots:
+            size = max(self._size(), 1)
+            free = slots - self.running
+            if len(self._waiting) > free * size:  # more than the free slots take: grow
+                size = min(self.largest, max(size, math.ceil(len(self._waiting) / free)))
+            if len(self._waiting) < size:
+                due = self._waiting[0][0] + self._wait_s()
+                if self.running >= self.eager_below and self._clock() < due:
+                    return due
+            self._launch([self._waiting.popleft()[1] for _ in range(min(size,
+                                                                          len(self._waiting)))])
+        return None
 
     def finished(self) -> float | None:
         """A started batch has ended: its slot is free."""
@@ -84,13 +88,13 @@ class Batcher(Generic[T]):
 
     def flush(self) -> None:
         """Start everything held, slots or not (shutdown: finish what was received)."""
-        if self._forming:
-            self._ready.append(self._forming)
-            self._forming = []
-        while self._ready:
-            self._launch(self._ready.popleft())
+        while self._alone:
+            self._launch([self._alone.popleft()])
+        while self._waiting:
+            size = max(self._size(), 1)
+            self._launch([self._waiting.popleft()[1] for _ in range(min(size,
+                                                                          len(self._waiting)))])
 
     def _launch(self, batch: list[T]) -> None:
         self.running += 1
-        self.held -= len(batch)
         self._start(batch)

@@ -33,6 +33,7 @@ from celery.worker import state as worker_state
 from kombu import Consumer
 
 from worker import metrics, topology
+from worker._backlog import QueueDepth
 from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker.models import Verdict
@@ -161,6 +162,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         self.settings = get_settings()
         self.pipeline: Pipeline = build_pipeline(self.settings)
         self.publisher = Publisher(self.settings).start()
+        self.depth = QueueDepth(self.settings.broker_url, self.settings.requests_queue).start()
         self.executor = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="moderation-batch"
         )
@@ -168,9 +170,10 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         classifier = self.pipeline.classifier
         self.batcher: Batcher[tuple[Pending, Any]] = Batcher(
             start=self._submit_batch,
-            size=self.pipeline.batch_size,
+            size=self._batch_size,
             slots=(lambda: int(classifier.limit.limit)) if classifier else (lambda: 1 << 30),
-            wait_s=self.settings.batch_wait_ms / 1000,
+            wait_s=self._batch_wait_s,
+            largest=self.settings.batch_size,
             eager_below=self.settings.batch_eager_below,
         )
         self._batch_timer: Any = None
@@ -229,6 +232,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         # read the connection synchronously (declares, qos), which would hand us messages
         # that nothing could ack (the way Celery's own task consumer starts, too).
         self.consumers = self.get_consumers(c.connection.channel())
+        self.depth.socket = getattr(c.connection.connection, "sock", None)
         self._hub.call_soon(self._begin)
         if self._heartbeat is None:
             metrics.serve(self.settings.metrics_port)
@@ -268,6 +272,7 @@ class ModerationConsumer(bootsteps.ConsumerStep):
         super().shutdown(c)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.publisher.stop(timeout=5)
+        self.depth.stop()
 
     def _touch_health(self) -> None:
         with contextlib.suppress(OSError):
@@ -360,6 +365,18 @@ class ModerationConsumer(bootsteps.ConsumerStep):
 
     def _batch_finished(self) -> None:
         self._schedule(self.batcher.finished())
+
+    def _backlogged(self) -> bool:
+        """More than a full batch waits in the queue: its latency is the queue's whatever
+        a call takes, and full batches drain it fastest (``worker._backlog``)."""
+        return self.depth.backlogged(self.settings.batch_size)
+
+    def _batch_size(self) -> int:
+        return self.settings.batch_size if self._backlogged() else self.pipeline.batch_size()
+
+    def _batch_wait_s(self) -> float:
+        wait = self.settings.batch_wait_ms / 1000
+        return 4 * wait if self._backlogged() else wait
 
     def _submit_batch(self, batch: list[tuple[Pending, Any]]) -> None:
         self.executor.submit(self._complete, batch)

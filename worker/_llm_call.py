@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,10 @@ class CallLimits:
     first_token_s: float  # streaming: the first byte, and any gap between chunks
 
 
-def _request(model: str, items: list[tuple[str, str | None]], limits: CallLimits) -> dict[str, Any]:
-    return {
+def _body(
+    model: str, items: list[tuple[str, str | None]], limits: CallLimits, stream: bool
+) -> bytes:
+    request: dict[str, Any] = {
         "model": model,
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
@@ -68,6 +70,10 @@ def _request(model: str, items: list[tuple[str, str | None]], limits: CallLimits
         "temperature": 0,
         "max_completion_tokens": limits.max_tokens,
     }
+    if stream:
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}
+    return orjson.dumps(request)
 
 
 def call(
@@ -80,16 +86,14 @@ def call(
 ) -> CallOutcome:
     """One HTTP request; raises ``openai`` errors for HTTP failures, ``ReplyError`` for a
     body that is not a chat completion."""
-    request = _request(model, items, limits)
     reader = ReplyReader(len(items))
     started = time.monotonic()
     if stream:
-        return _streamed(client, request, limits, reader, on_entries, started)
-    raw = client.chat.completions.with_raw_response.create(
-        **request,
-        timeout=openai.Timeout(limits.timeout_s, connect=min(5.0, limits.timeout_s)),
-    )
-    body = _json_object(raw.content)
+        return _streamed(client, _body(model, items, limits, stream), limits, reader,
+                         on_entries, started)
+    response = _post(client, _body(model, items, limits, stream), stream=False,
+                     timeout=openai.Timeout(limits.timeout_s, connect=min(5.0, limits.timeout_s)))
+    body = _json_object(response.content)
     outcome = CallOutcome(reader, time.monotonic() - started, usage=_usage(body))
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -110,9 +114,22 @@ def call(
     return outcome
 
 
+def _post(client: openai.OpenAI, body: bytes, stream: bool, timeout: openai.Timeout) -> Any:
+    """POST through the client's documented raw route (``client.post`` with
+    ``cast_to=httpx.Response``): its auth, retries policy, error mapping and time-outs,
+    without the per-call walk of the typed request parameters (~4 ms a call here)."""
+    return client.post(
+        "/chat/completions",
+        cast_to=_http.Response,
+        content=body,
+        options={"headers": {"Content-Type": "application/json"}, "timeout": timeout},
+        stream=stream,
+    )
+
+
 def _streamed(
     client: openai.OpenAI,
-    request: dict[str, Any],
+    body: bytes,
     limits: CallLimits,
     reader: ReplyReader,
     on_entries: OnEntries,
@@ -124,20 +141,15 @@ def _streamed(
     timeout = openai.Timeout(
         limits.first_token_s, connect=min(5.0, limits.first_token_s), pool=limits.timeout_s
     )
+    response = _post(client, body, stream=True, timeout=timeout)
     try:
-        with client.chat.completions.with_streaming_response.create(
-            **request, stream=True, stream_options={"include_usage": True}, timeout=timeout
-        ) as response:
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                _read_chunk(_json_object(data), outcome, pieces, started, on_entries)
-                if time.monotonic() > deadline:
-                    outcome.timed_out = True
-                    break
+        for data in _events(response.iter_bytes()):
+            if data == b"[DONE]":
+                break
+            _read_chunk(_json_object(data), outcome, pieces, started, on_entries)
+            if time.monotonic() > deadline:
+                outcome.timed_out = True
+                break
     except (_http.TimeoutException, _http.TransportError) as exc:
         if not pieces:  # nothing arrived: the call failed as a whole
             request_info = getattr(exc, "request", None)
@@ -145,11 +157,34 @@ def _streamed(
                 raise openai.APITimeoutError(request=request_info) from exc  # type: ignore[arg-type]
             raise openai.APIConnectionError(request=request_info) from exc  # type: ignore[arg-type]
         outcome.timed_out = True  # broke off mid-reply: keep what came
+    finally:
+        response.close()
     outcome.content = "".join(pieces)
     outcome.duration_s = time.monotonic() - started
     if not outcome.timed_out and outcome.finish_reason is not None:
         reader.finish()
     return outcome
+
+
+def _events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The data of each server-sent event, split on bytes (no text decoding per chunk)."""
+    buffer = b""
+    data: list[bytes] = []
+    for chunk in chunks:
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
+            if not line:  # a blank line ends the event
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+    if data:
+        yield b"\n".join(data)
 
 
 def _read_chunk(chunk: dict[str, Any], outcome: CallOutcome, pieces: list[str],

@@ -144,7 +144,7 @@ class Classifier:
             ttft_s=settings.llm_expected_ttft_ms / 1000,
             token_s=settings.llm_expected_token_ms / 1000,
         )
-        self.limit = AdaptiveLimit(settings.concurrency, initial=min(8, settings.concurrency))
+        self.limit = AdaptiveLimit(settings.concurrency, initial=min(16, settings.concurrency))
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_s,
@@ -160,9 +160,11 @@ class Classifier:
 
     def batch_size(self) -> int:
         """Items per call now: what the latency budget allows at the observed speed."""
-        return self.endpoint.batch_size(
+        size = self.endpoint.batch_size(
             self.settings.llm_latency_budget_ms / 1000, max(self.settings.batch_size, 1)
         )
+        metrics.LLM_BATCH_TARGET.set(size)
+        return size
 
     def _limits(self, items: int, deadline: float) -> _llm_call.CallLimits:
         max_tokens = min(self.endpoint.max_tokens(items), self.settings.llm_max_output_tokens)

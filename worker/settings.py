@@ -51,8 +51,8 @@ class Settings(BaseSettings):
         default=15.0, description="First guess of the time per output token (then observed)."
     )
     llm_stream: bool = Field(
-        default=True, description="Stream replies: each item's verdict goes out as its "
-        "answer arrives, and a stalled reply is noticed at its first token."
+        default=False, description="Stream replies: each item's verdict goes out as its "
+        "answer arrives (lower latency for large batches, more CPU per message)."
     )
     llm_timeout_s: float = Field(
         default=30.0, description="Ceiling of one call's time-out (each call's own follows "
@@ -104,9 +104,9 @@ class Settings(BaseSettings):
         default=64, description="Most LLM calls in flight per process (the adaptive limit's "
         "ceiling)."
     )
-    prefetch: int = 2048
+    prefetch: int = 4096
     llm_max_pending: int = Field(
-        default=1024, description="Messages per process waiting for the LLM; more go to the "
+        default=3072, description="Messages per process waiting for the LLM; more go to the "
         "deferred queue, so a slow LLM never holds back what the rules decide.",
     )
     cache_size: int = 100_000

@@ -13,13 +13,14 @@ class Clock:
         return self.now
 
 
-def make(size: int = 4, slots: int = 2, wait_s: float = 0.03, eager_below: int = 0):
+def make(size: int = 4, slots: int = 2, wait_s: float = 0.03, eager_below: int = 0,
+         largest: int = 64):
     clock = Clock()
     started: list[list[int]] = []
     limits = {"size": size, "slots": slots}
     batcher: Batcher[int] = Batcher(
         start=started.append, size=lambda: limits["size"], slots=lambda: limits["slots"],
-        wait_s=wait_s, eager_below=eager_below, clock=clock,
+        wait_s=lambda: wait_s, largest=largest, eager_below=eager_below, clock=clock,
     )
     return batcher, started, clock, limits
 
@@ -50,22 +51,28 @@ def test_light_load_waits_for_nothing():
     assert started == [[1]] and batcher.held == 1
 
 
-def test_no_free_slot_means_batches_grow_and_queue_instead_of_more_calls():
-    batcher, started, clock, _ = make(size=3, slots=1, wait_s=0.01)
+def test_no_free_slot_means_fewer_fuller_calls_up_to_the_largest():
+    batcher, started, clock, _ = make(size=3, slots=1, wait_s=0.01, largest=5)
     for n in range(3):
         batcher.add(n)
     assert started == [[0, 1, 2]]
-    for n in range(3, 10):
+    for n in range(3, 15):
         assert batcher.add(n) is None  # no slot: nothing to time, the finish will poll
     clock.now += 1
-    assert batcher.poll() is None and len(started) == 1
-    assert batcher.held == 7
+    assert batcher.poll() is None and len(started) == 1 and batcher.held == 12
+    batcher.finished()  # 12 wait for one slot: a batch of the largest size, not of 3
+    assert started[1] == [3, 4, 5, 6, 7] and batcher.running == 1
     batcher.finished()
-    assert started[1] == [3, 4, 5] and batcher.running == 1
-    batcher.finished()
-    assert started[2] == [6, 7, 8]
-    batcher.finished()
-    assert started[3] == [9] and batcher.held == 0  # its wait is long over
+    assert started[2] == [8, 9, 10, 11, 12]
+    batcher.finished()  # two left: the latency budget's size again, its wait long over
+    assert started[3] == [13, 14] and batcher.held == 0
+
+
+def test_with_free_slots_a_backlog_is_spread_over_them_at_budget_size():
+    batcher, started, _, _ = make(size=4, slots=3, largest=64)
+    for n in range(12):
+        batcher.add(n)
+    assert [len(b) for b in started] == [4, 4, 4]
 
 
 def test_a_smaller_size_cuts_what_is_forming():

@@ -208,16 +208,15 @@ class _Handler(fr.Responder):
             return
         prompt, headers = admitted
         reply = fr.build_reply(request, fault, state.gullible, state.record)
-        with state.lock:
+        with state.lock:  # counted before it is sent: a client may read /_stats at once
             state.asked.append(reply.texts)
-        if ft.generate(self, state, request, reply, prompt, headers, fault):
+            state.items += reply.items
+            state.prompt_tokens += prompt
+            state.completion_tokens += reply.completion_tokens
+        if ft.generate(self, state, request, reply, prompt, headers, fault) and state.record:
             own_ms = (time.monotonic() - started) * 1000
             with state.lock:
-                state.items += reply.items
-                state.prompt_tokens += prompt
-                state.completion_tokens += reply.completion_tokens
-                if state.record:
-                    state.calls.append((own_ms, reply.tags))
+                state.calls.append((own_ms, reply.tags))
 
 
 class _Server(ThreadingHTTPServer):
