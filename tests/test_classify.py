@@ -160,3 +160,30 @@ def test_a_slow_endpoint_gets_smaller_batches(fake_llm):
         classifier.classify([(f"text {n}", None) for n in range(8)])
     slow = classifier.batch_size()
     assert fast > 2 * slow and slow <= 12, (fast, slow)
+
+
+def test_a_saturated_endpoint_gets_fewer_calls_not_a_breaker_trip(fake_llm):
+    """One slot at the server, a dozen callers: requests queue there, the first token
+    comes late, the call limit comes down, and every item is still answered."""
+    import threading
+
+    fake_llm.state.control({"timing": "real", "ttft_ms": 100, "ttft_sigma": 0.0,
+                            "token_ms": 2, "slots": 1})
+    classifier = make_classifier(fake_llm, llm_timeout_s=20.0, llm_deadline_s=30.0,
+                                 concurrency=12)
+    classifier.limit.limit = 12.0  # as if it had grown against a faster endpoint
+    results = []
+
+    def caller(n: int) -> None:
+        for k in range(6):
+            results.append(classifier.classify([(f"text {n} {k} {i}", None) for i in range(2)]))
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(s is not None for r in results for s in r.scores)
+    assert classifier.breaker.current_state == "closed"
+    e = classifier.endpoint
+    assert classifier.limit.limit < 6, (classifier.limit.limit, e.ttft_s, e.ttft_floor_s)

@@ -53,3 +53,36 @@ def test_logs_do_not_contain_message_text(fake_llm):
                  OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-secret-key",
                  MODERATION_LOG_LEVEL="DEBUG")
     assert secret not in result.stderr and "sk-secret-key" not in result.stderr
+
+
+def test_moderate_runs_batches_concurrently_at_a_models_speed(fake_llm, tmp_path):
+    """400 texts at gpt-4o-mini's timing: many calls at once, not one batch after another."""
+    fake_llm.state.control({"timing": "real", "ttft_ms": 600, "token_ms": 15})
+    lines = "".join(json.dumps({"id": str(n), "text": f"ordinary message {n}"}) + "\n"
+                    for n in range(400))
+    path = tmp_path / "in.jsonl"
+    path.write_text(lines)
+    result = run(["moderate", str(path)], OPENAI_BASE_URL=fake_llm.base_url,
+                 OPENAI_API_KEY="k", TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"])
+    assert result.returncode == 0, result.stderr
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [v["id"] for v in verdicts] == [str(n) for n in range(400)]  # input order
+    assert {v["source"] for v in verdicts} == {"llm"}
+    assert fake_llm.state.max_concurrent >= 4  # calls overlapped
+    assert fake_llm.state.requests < 400 / 4  # and were batched
+
+
+def test_eval_compares_batch_sizes(fake_llm, tmp_path):
+    from .conftest import DATASET
+
+    report = tmp_path / "sweep.json"
+    result = run(["eval", str(DATASET), "--batch-size", "1,8", "--limit", "40", "--json",
+                  str(report)], OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="k",
+                 TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"])
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())
+    assert [r["batch_size"] for r in rows] == [1, 8]
+    one, eight = rows
+    assert one["llm_calls_per_1000"] > 5 * eight["llm_calls_per_1000"]
+    assert one["overall"]["f1"] == eight["overall"]["f1"]  # the simulator does not degrade
+    assert "call p50" in result.stdout and one["llm_call_ms"]["calls"] >= 30

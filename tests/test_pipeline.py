@@ -23,7 +23,7 @@ def test_rules_decide_without_the_llm(make_pipeline, fake_llm):
 def test_one_llm_call_per_micro_batch_and_cache_hits_after(make_pipeline, fake_llm):
     pipeline = make_pipeline(batch_size=16)
     texts = [f"message number {n}" for n in range(20)]
-    first = pipeline.run([env(id=str(n), text=t) for n, t in enumerate(texts)])
+    first = pipeline.run([env(id=str(n), text=t) for n, t in enumerate(texts)], batch_size=16)
     assert {v.source for v in first} == {Source.LLM}
     assert fake_llm.state.requests == 2  # 16 + 4
     assert sum(v.usage.llm_calls for v in first) == 2

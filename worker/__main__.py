@@ -131,9 +131,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.batch_size:
         sizes = [int(n) for n in args.batch_size.split(",") if n.strip()]
 
-        def at(size: int) -> Any:  # exactly this size: no latency budget, no shared cache
-            return build_pipeline(settings.model_copy(update={
-                "batch_size": size, "llm_latency_budget_ms": 1e9, "redis_url": None}))
+        def at(size: int) -> Any:  # a fresh pipeline: no cache shared between sizes
+            return build_pipeline(settings.model_copy(update={"redis_url": None}))
 
         with _progress(len(samples) * len(sizes), "eval", args.progress) as progress:
             rows = sweep(at, samples, sizes, progress)

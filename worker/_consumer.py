@@ -57,12 +57,13 @@ class _AckWindow:
     acked one by one: otherwise the prefetch window would fill and delivery would stop.
     """
 
-    __slots__ = ("channel", "order", "state", "stragglers", "waiting")
+    __slots__ = ("channel", "order", "settled", "state", "stragglers", "waiting")
 
     def __init__(self, channel: Any, stragglers: int) -> None:
         self.channel = channel
         self.order: deque[int] = deque()
         self.state: dict[int, int] = {}
+        self.settled: list[int] = []  # settled since the prefix last caught up
         self.waiting = 0  # settled, not sent yet
         self.stragglers = stragglers
 
@@ -75,6 +76,7 @@ class _AckWindow:
         if self.state.get(tag) != _PENDING:
             return False
         self.state[tag] = _SETTLED
+        self.settled.append(tag)
         self.waiting += 1
         return True
 
@@ -96,12 +98,14 @@ class _AckWindow:
             self.channel.basic_ack(last, multiple=True)
             frames += 1
         if self.waiting > self.stragglers:
-            for tag, st in state.items():
-                if st == _SETTLED:
+            for tag in self.settled:  # not a walk over the whole window
+                if state.get(tag) == _SETTLED:
                     self.channel.basic_ack(tag)
                     state[tag] = _SENT
                     frames += 1
             self.waiting = 0
+        if self.waiting == 0:
+            self.settled.clear()
         return frames
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from worker._prompt import worst_reply_tokens
 
 _ALPHA = 0.15  # weight of a new observation in the moving estimates
+_CALLS_TO_TRUST = 3  # answered calls before time-outs follow the estimates
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,29 @@ class CallTiming:
     reply_tokens_o200k: int = 0  # our own count of the content, for the tokenizer ratio
     request_chars: int = 0  # characters of the prompt, with prompt_tokens: chars per token
     prompt_tokens: int = 0
+
+
+class _Line:
+    """The slope of an exponentially weighted least-squares line y = a + b x (b >= 0),
+    for the first token's time against the batch size: prefill grows with the items,
+    queueing and network do not. Until the sizes have varied, it is ``slope`` as given."""
+
+    def __init__(self, slope: float = 0.0, alpha: float = 0.05) -> None:
+        self.alpha = alpha
+        self.slope = slope
+        self._moments: list[float] | None = None  # E[x], E[y], E[xx], E[xy]
+
+    def add(self, x: float, y: float) -> None:
+        point = [x, y, x * x, x * y]
+        if self._moments is None:
+            self._moments = point
+            return
+        self._moments = [m + self.alpha * (p - m) for m, p in zip(self._moments, point,
+                                                                   strict=True)]
+        mx, my, mxx, mxy = self._moments
+        variance = mxx - mx * mx
+        if variance > 0.25:  # the sizes differ enough to tell a slope from noise
+            self.slope = max(0.0, (mxy - mx * my) / variance)
 
 
 class EndpointModel:
@@ -49,7 +73,10 @@ class EndpointModel:
         self.tokens_per_item = tokens_per_item
         self.tokenizer_ratio = tokenizer_ratio
         self.chars_per_token = 4.0  # of prompts, in the endpoint's own count
-        self.ttft_floor_s = ttft_s  # lowest smoothed time to first token lately
+        self.ttft_floor_s = math.inf  # the fastest first token lately (no queue ahead)
+        self._fixed_s = 0.0
+        self._prefill = _Line()  # first-token time against items per call
+        self._slow_item_s = 0.0  # per-item time a timed-out batch implies (decays)
         self.calls = 0
 
     # -- learning ---------------------------------------------------------------------
@@ -66,9 +93,15 @@ class EndpointModel:
                 self.token_s = _ewma(self.token_s, _clamp(per_token, 0.0005, 2.0))
             else:  # not streamed: what the tokens do not explain is the first-token time
                 ttft = timing.duration_s - tokens * self.token_s
-            self.ttft_s = _ewma(self.ttft_s, _clamp(ttft, 0.0, 120.0))
-            # the floor falls at once and rises slowly: a baseline for "queueing"
-            self.ttft_floor_s = min(self.ttft_floor_s * 1.002, self.ttft_s)
+            ttft = _clamp(ttft, 0.0, 120.0)
+            self.ttft_s = _ewma(self.ttft_s, ttft)
+            self._prefill.add(timing.items, ttft)
+            # what does not grow with the items (network, queueing), smoothed, and its
+            # floor, which falls at once and rises slowly: a call that found no queue
+            fixed = max(0.0, ttft - self._prefill.slope * timing.items)
+            self._fixed_s = fixed if self.calls == 1 else _ewma(self._fixed_s, fixed)
+            self.ttft_floor_s = min(self.ttft_floor_s * 1.01, fixed)
+            self._slow_item_s *= 0.98
             self.tokens_per_item = _ewma(
                 self.tokens_per_item, timing.completion_tokens / timing.items
             )
@@ -79,11 +112,21 @@ class EndpointModel:
                 ratio = timing.completion_tokens / timing.reply_tokens_o200k
                 self.tokenizer_ratio = _ewma(self.tokenizer_ratio, _clamp(ratio, 0.5, 4.0))
 
+    def timed_out(self, after_s: float, items: int) -> None:
+        """A call of ``items`` got no answer in ``after_s``: the endpoint is at least that
+        slow, so the next time-outs (fitted to the estimate) grow, as a TCP retransmit
+        timer's, and batches shrink as if each item had cost its share of the wait."""
+        with self._lock:
+            self.ttft_s = max(self.ttft_s, after_s)
+            self._slow_item_s = max(self._slow_item_s, after_s / max(items, 1))
+
     @property
     def congested(self) -> bool:
-        """The first token comes much later than it did lately: requests are queueing."""
-        return self.calls >= 8 and self.ttft_s > max(2.5 * self.ttft_floor_s,
-                                                     self.ttft_floor_s + 0.5)
+        """The first token comes much later than for the fastest calls lately, beyond
+        what a batch's own prefill explains: requests are queueing at the server (a first
+        token's own spread, ~2x at gpt-4o-mini's p99 against its fastest, stays below
+        this once smoothed)."""
+        return self.calls >= 8 and self._fixed_s > 2 * self.ttft_floor_s + 0.25
 
     # -- planning ---------------------------------------------------------------------
 
@@ -103,14 +146,17 @@ class EndpointModel:
     def batch_size(self, budget_s: float, largest: int) -> int:
         """The most items whose call is expected to end within ``budget_s``.
 
-        The budget minus the first-token time is what output may take; when the first
-        token alone eats the budget, a quarter of it is still given to output, so a slow
-        endpoint gets smaller batches rather than one call per message.
+        A call is its first-token time (as observed, at the batches it had) and a part
+        per item: its output tokens, and its prefill where the first token is seen to
+        come later for larger batches. What the budget leaves after the first token is
+        divided by the per-item part; when the first token alone eats the budget, a
+        quarter of it is still given to items, so a slow endpoint gets small batches
+        rather than none.
         """
-        for_output = max(budget_s - self.ttft_s, budget_s / 4)
-        per_item = max(self.tokens_per_item, 0.5) * self.token_s
-        size = math.floor((for_output - 4 * self.token_s) / per_item)
-        return max(1, min(largest, size))
+        per_item = max(self._prefill.slope + max(self.tokens_per_item, 0.5) * self.token_s,
+                       self._slow_item_s)
+        for_items = max(budget_s - self.ttft_s - 4 * self.token_s, budget_s / 4)
+        return max(1, min(largest, math.floor(for_items / per_item)))
 
     def max_tokens(self, items: int) -> int:
         """The output cap for ``items``: the longest valid reply in this tokenizer."""
@@ -118,13 +164,23 @@ class EndpointModel:
         scale = max(self.tokenizer_ratio, 1.0) * 1.25
         return math.ceil(worst_reply_tokens(items) * scale) + 16
 
+    @property
+    def known(self) -> bool:
+        """Enough calls answered for the estimates to mean something."""
+        return self.calls >= _CALLS_TO_TRUST
+
     def timeout_s(self, max_tokens: int, ceiling: float) -> float:
-        """Generous for the longest valid reply, far below a fixed worst-case time-out."""
+        """Generous for the longest valid reply, far below a fixed worst-case time-out;
+        the ceiling until a few calls have shown the endpoint's speed."""
+        if not self.known:
+            return ceiling
         first = max(3 * self.ttft_s, self.ttft_s + 2.0)
         return min(ceiling, first + 1.5 * max_tokens * self.token_s)
 
     def first_token_timeout_s(self, ceiling: float) -> float:
         """When streaming: how long to wait for the first byte before giving up."""
+        if not self.known:
+            return ceiling
         return min(ceiling, max(3 * self.ttft_s, self.ttft_s + 2.0))
 
 

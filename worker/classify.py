@@ -4,7 +4,7 @@ Every item is accounted for: an item the reply does not answer validly is asked 
 a smaller request (a cut-off reply is not resent unchanged; a batch too large for the
 model's context is split), and after that reported as failed so the policy's fallback
 applies: a missing answer is never read as clean. Transient API errors are retried with
-backoff (honouring Retry-After) inside a per-message deadline; how many calls are in
+backoff (honouring Retry-After) inside a per-request deadline; how many calls are in
 flight adapts to what the endpoint serves (``worker._limiter``); a circuit breaker stops
 calls to an endpoint that is down. Batch size, output cap and time-out follow from the
 latency budget and the endpoint's observed speed (``worker._endpoint``).
@@ -99,6 +99,31 @@ class _NoCapacity(Exception):
     """No call slot became free before the deadline."""
 
 
+class _Deadline:
+    """When a request's time is up: its calls and the backoff between them count, the
+    waits for a call slot do not (that is queueing, bounded on its own: a request held up
+    behind others should still get its full time for its own calls and retries)."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at: float | None = None
+
+    def left(self) -> float:
+        return self.seconds if self.at is None else self.at - time.monotonic()
+
+    def waited(self, seconds: float) -> None:
+        if self.at is None:
+            self.at = time.monotonic() + self.seconds
+        else:
+            self.at += seconds
+
+
+_FIRST_BATCHES = 4  # items per call until the endpoint's speed is known
+_QUEUE_WAIT = 10  # deadlines a call may wait for a call slot
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, openai.RateLimitError | openai.APITimeoutError | openai.APIConnectionError):
         return True
@@ -144,7 +169,7 @@ class Classifier:
             ttft_s=settings.llm_expected_ttft_ms / 1000,
             token_s=settings.llm_expected_token_ms / 1000,
         )
-        self.limit = AdaptiveLimit(settings.concurrency, initial=min(16, settings.concurrency))
+        self.limit = AdaptiveLimit(settings.concurrency, initial=min(4, settings.concurrency))
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_s,
@@ -159,16 +184,19 @@ class Classifier:
     # -- planning ---------------------------------------------------------------------
 
     def batch_size(self) -> int:
-        """Items per call now: what the latency budget allows at the observed speed."""
+        """Items per call now: what the latency budget allows at the observed speed
+        (small until a few calls have shown that speed: the guesses may be far off)."""
         size = self.endpoint.batch_size(
             self.settings.llm_latency_budget_ms / 1000, max(self.settings.batch_size, 1)
         )
+        if not self.endpoint.known:
+            size = min(size, _FIRST_BATCHES)
         metrics.LLM_BATCH_TARGET.set(size)
         return size
 
-    def _limits(self, items: int, deadline: float) -> _llm_call.CallLimits:
+    def _limits(self, items: int, deadline: _Deadline) -> _llm_call.CallLimits:
         max_tokens = min(self.endpoint.max_tokens(items), self.settings.llm_max_output_tokens)
-        ceiling = max(0.5, min(self.settings.llm_timeout_s, deadline - time.monotonic()))
+        ceiling = max(0.5, min(self.settings.llm_timeout_s, deadline.left()))
         return _llm_call.CallLimits(
             max_tokens=max_tokens,
             timeout_s=self.endpoint.timeout_s(max_tokens, ceiling),
@@ -184,7 +212,6 @@ class Classifier:
         reply is still streaming in; the returned result has them all.
         """
         result = BatchResult(scores=[None] * len(items), errors=[None] * len(items))
-        deadline = time.monotonic() + self.settings.llm_deadline_s
         jobs = deque([_Job(list(range(len(items))))])
         sizes: dict[int, int] = {}  # prompt tokens per item, counted once a context is known
         while jobs:
@@ -193,11 +220,17 @@ class Classifier:
                 jobs.extendleft(reversed(_halves(job)))
                 continue
             try:
-                outcome = self._ask(items, job, result, deadline, on_scores)
+                outcome = self._ask(items, job, result, on_scores)
             except pybreaker.CircuitBreakerError:
                 for failed in (job, *jobs):
                     _fail(result, failed.indices, "circuit open: LLM endpoint failing")
                 break
+            except openai.APITimeoutError:
+                if len(job.indices) > 1:  # sent again unchanged it would time out again
+                    jobs.extendleft(reversed(_halves(job)))
+                    continue
+                _fail(result, job.indices, "LLM call failed: APITimeoutError")
+                continue
             except openai.APIStatusError as exc:
                 if _llm_call.is_context_error(exc):
                     self._learn_context(exc, items, job, sizes)
@@ -258,10 +291,13 @@ class Classifier:
         else:
             _fail(result, indices, why)
 
-    def _ask(self, items: list[Item], job: _Job, result: BatchResult, deadline: float,
+    def _ask(self, items: list[Item], job: _Job, result: BatchResult,
              on_scores: OnScores | None) -> _llm_call.CallOutcome:
-        """One job through the transient-error retries; its answers land in ``result``."""
+        """One request through the transient-error retries, all within the deadline; its
+        answers land in ``result``. A split or a re-ask is a new request with a deadline
+        of its own (how many there can be is bounded: halves, ``llm_max_asks``)."""
         batch = [items[i] for i in job.indices]
+        deadline = _Deadline(self.settings.llm_deadline_s)
 
         def place(answers: list[Answer], usage: dict[str, Any] | None) -> None:
             placed = []
@@ -286,19 +322,25 @@ class Classifier:
 
         def stop(state: RetryCallState) -> bool:
             return (stop_after_attempt(self.settings.llm_max_attempts)(state)
-                    or time.monotonic() + self._wait(state) >= deadline)
+                    or self._wait(state) >= deadline.left())
+
+        def retry(exc: BaseException) -> bool:  # a batch that timed out is split instead
+            timed_out = isinstance(exc, openai.APITimeoutError) and len(batch) > 1
+            return _is_transient(exc) and not timed_out
 
         for attempt in Retrying(stop=stop, wait=self._wait,
-                                retry=retry_if_exception(_is_transient), reraise=True):
+                                retry=retry_if_exception(retry), reraise=True):
             with attempt:
                 return self._call(batch, job, place, deadline, result)
         raise AssertionError("unreachable")
 
     def _call(self, batch: list[Item], job: _Job, place: _llm_call.OnEntries,
-              deadline: float, result: BatchResult) -> _llm_call.CallOutcome:
+              deadline: _Deadline, result: BatchResult) -> _llm_call.CallOutcome:
         """One HTTP request, inside a call slot and the breaker."""
-        if not self.limit.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        asked = time.monotonic()
+        if not self.limit.acquire(timeout=_QUEUE_WAIT * deadline.seconds):
             raise _NoCapacity
+        deadline.waited(time.monotonic() - asked)
         chars = [len(text) + len(context or "") + 8 for text, context in batch]
         shared = len(SYSTEM_PROMPT) / len(batch)
         for index, own in zip(job.indices, chars, strict=True):
@@ -339,6 +381,9 @@ class Classifier:
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             signal = Signal.OVERLOAD
             kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+            if kind == "timeout":
+                self.endpoint.timed_out(limits.first_token_s if self.settings.llm_stream
+                                        else limits.timeout_s, len(batch))
             log.warning("llm_call_failed", error=type(exc).__name__, items=len(batch),
                         timeout_s=round(limits.timeout_s, 2))
             raise

@@ -97,12 +97,13 @@ def _predicted(verdict: Verdict) -> bool:
 
 
 def evaluate(
-    pipeline: Pipeline, samples: list[Sample], progress: Callable[[int], None] | None = None
+    pipeline: Pipeline, samples: list[Sample], progress: Callable[[int], None] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     envelopes = [Envelope(json.dumps({"id": str(n), "text": s.text}).encode())
                  for n, s in enumerate(samples)]
     calls_before = len(pipeline.classifier.call_seconds) if pipeline.classifier else 0
-    outcomes = pipeline.run(envelopes, progress)
+    outcomes = pipeline.run(envelopes, progress, batch_size)
     verdicts = [o for o in outcomes if isinstance(o, Verdict)]
     dead = sum(1 for o in outcomes if isinstance(o, DeadLetter))
     pairs = [(s, o) for s, o in zip(samples, outcomes, strict=True) if isinstance(o, Verdict)]
@@ -162,7 +163,7 @@ def sweep(
     """``evaluate`` once per batch size, each on a fresh pipeline (no cache shared)."""
     rows = []
     for size in sizes:
-        report = evaluate(make_pipeline(size), samples, progress)
+        report = evaluate(make_pipeline(size), samples, progress, batch_size=size)
         report["batch_size"] = size
         rows.append(report)
     return rows

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,8 @@ class Pipeline:
                         future.set_result(None)
         for index, future in theirs:
             pending = batch[index]
-            scores = future.result(timeout=self.settings.llm_deadline_s + 5)
+            # the owner always settles it (its finally); the bound is for a hung thread
+            scores = future.result(timeout=10 * self.settings.llm_deadline_s + 5)
             if scores is None:
                 verdicts[index] = self._fallback_verdict(pending, "LLM gave no valid answer")
             else:
@@ -315,36 +317,44 @@ class Pipeline:
         return _cost(self.settings.price(self.model), prompt, cached, completion)
 
     def run(
-        self, envelopes: Iterable[Envelope], progress: Callable[[int], None] | None = None
+        self,
+        envelopes: Iterable[Envelope],
+        progress: Callable[[int], None] | None = None,
+        batch_size: int | None = None,
     ) -> list[Outcome]:
         """The whole pipeline in-process (the embedded command, eval and tests).
 
         Batches go to the LLM concurrently, as many at once as the classifier's call
-        limit lets through; ``progress(n)`` is told of every n outcomes decided.
+        limit lets through, each as large as the latency budget allows when it starts
+        (so both follow what the endpoint shows), or exactly ``batch_size``;
+        ``progress(n)`` hears of every n outcomes decided.
         """
-        outcomes: list[Outcome | Pending] = []
-        for envelope in envelopes:
-            outcomes.append(self.prepare(envelope))
-        waiting = [i for i, o in enumerate(outcomes) if isinstance(o, Pending)]
+        outcomes: list[Outcome | Pending] = [self.prepare(e) for e in envelopes]
+        waiting = deque(i for i, o in enumerate(outcomes) if isinstance(o, Pending))
         if progress is not None and len(outcomes) > len(waiting):
             progress(len(outcomes) - len(waiting))
-        size = max(self.batch_size(), 1)
-        chunks = [waiting[start : start + size] for start in range(0, len(waiting), size)]
-        if not chunks:
+        if not waiting or self.classifier is None:
             return outcomes  # type: ignore[return-value]
+        limit = self.classifier.limit
 
         def finish(chunk: list[int]) -> list[Verdict]:
             return self.complete([outcomes[i] for i in chunk])  # type: ignore[misc]
 
-        workers = min(len(chunks), max(self.settings.concurrency, 1))
-        with ThreadPoolExecutor(workers, thread_name_prefix="moderate") as pool:
-            futures = {pool.submit(finish, chunk): chunk for chunk in chunks}
-            for future in as_completed(futures):
-                chunk = futures[future]
-                for i, verdict in zip(chunk, future.result(), strict=True):
-                    outcomes[i] = verdict
-                if progress is not None:
-                    progress(len(chunk))
+        with ThreadPoolExecutor(max(self.settings.concurrency, 1),
+                                thread_name_prefix="moderate") as pool:
+            running: dict[Future[list[Verdict]], list[int]] = {}
+            while waiting or running:
+                while waiting and len(running) < max(1, int(limit.limit)):
+                    size = min(max(batch_size or self.batch_size(), 1), len(waiting))
+                    chunk = [waiting.popleft() for _ in range(size)]
+                    running[pool.submit(finish, chunk)] = chunk
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk = running.pop(future)
+                    for i, verdict in zip(chunk, future.result(), strict=True):
+                        outcomes[i] = verdict
+                    if progress is not None:
+                        progress(len(chunk))
         return outcomes  # type: ignore[return-value]
 
     # -- building verdicts --------------------------------------------------------------

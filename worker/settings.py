@@ -63,8 +63,8 @@ class Settings(BaseSettings):
         default=2, description="Times an item without a valid answer is asked again."
     )
     llm_deadline_s: float = Field(
-        default=20.0, description="Time an LLM batch may take, retries included, before "
-        "its unanswered items get the fallback."
+        default=20.0, description="Time one LLM request may take, its retries on 429/5xx "
+        "included; then its items are split or asked again, or get the fallback."
     )
     llm_max_output_tokens: int = Field(default=4096, description="Ceiling of any output cap.")
     llm_context_tokens: int | None = Field(

@@ -46,6 +46,10 @@ def test_the_cap_holds_the_longest_valid_reply_in_the_endpoints_tokenizer():
 
 def test_the_timeout_follows_the_cap_not_a_fixed_number():
     model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    assert model.timeout_s(model.max_tokens(1), 30) == 30  # nothing observed yet
+    for _ in range(3):
+        model.observe(CallTiming(items=4, duration_s=0.6 + 12 * 0.015, completion_tokens=12,
+                                 ttft_s=0.6))
     small, large = model.timeout_s(model.max_tokens(1), 30), model.timeout_s(
         model.max_tokens(40), 30)
     assert small < large <= 30
@@ -60,3 +64,28 @@ def test_queueing_shows_as_congestion():
     for _ in range(30):
         model.observe(CallTiming(items=1, duration_s=3.05, completion_tokens=3, ttft_s=3.0))
     assert model.congested
+
+
+def test_a_time_out_makes_the_next_ones_longer():
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    for _ in range(3):
+        model.observe(CallTiming(items=4, duration_s=0.8, completion_tokens=12, ttft_s=0.6))
+    before = model.timeout_s(100, 60)
+    model.timed_out(before, 4)
+    assert model.timeout_s(100, 60) >= min(60, 2 * before)
+
+
+def test_prefill_that_grows_with_the_items_shrinks_the_batches():
+    """A CPU server: the first token takes ~1 s more per item (its prefill)."""
+    model = EndpointModel(ttft_s=0.6, token_s=0.025)
+    for n in range(60):
+        items = 1 + n % 4
+        model.observe(CallTiming(items=items, duration_s=0.3 + 1.0 * items + 0.1,
+                                 completion_tokens=3 * items, ttft_s=0.3 + 1.0 * items))
+    assert model.batch_size(1.5, 64) == 1
+    quick = EndpointModel(ttft_s=0.6, token_s=0.025)
+    for n in range(60):
+        items = 1 + n % 4
+        quick.observe(CallTiming(items=items, duration_s=0.4, completion_tokens=3 * items,
+                                 ttft_s=0.3))
+    assert quick.batch_size(1.5, 64) > 10
