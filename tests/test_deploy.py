@@ -42,3 +42,29 @@ def test_compose_file_runs_rabbitmq_redis_and_a_scalable_worker():
     assert 'CMD ["celery", "-A", "worker", "worker"]' in dockerfile
     assert "HEALTHCHECK" in dockerfile and "USER" in dockerfile
     assert any("llm" in (s.get("profiles") or []) for s in services.values())
+
+
+def test_autoscaling_watches_every_queue_the_worker_consumes(tmp_path):
+    import importlib.util
+    import shutil
+
+    from worker.settings import Settings
+
+    spec = importlib.util.spec_from_file_location("k8s_validate", ROOT / "docker/k8s/validate.py")
+    assert spec and spec.loader
+    validate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validate)
+    defaults = Settings()
+    assert {defaults.requests_queue, defaults.deferred_queue} == validate.CONSUMED_QUEUES
+
+    broken = tmp_path / "k8s"
+    shutil.copytree(ROOT / "docker" / "k8s", broken)
+    keda = broken / "keda.yaml"
+    keda.write_text(keda.read_text().replace("queueName: moderation.deferred",
+                                             "queueName: moderation.other"))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "no rabbitmq trigger on 'moderation.deferred'" in result.stdout

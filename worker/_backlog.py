@@ -34,16 +34,27 @@ class QueueDepth:
         self.broker_url = broker_url
         self.queue = queue
         self.interval = interval
-        self.ready = 0  # messages waiting in the queue at the last look
-        self.unread = 0  # bytes waiting in the consumer's socket at the last look
+        # the last two looks, (ready messages in the queue, unread bytes in the consumer's
+        # socket): a backlog counts once both show it, so a moment's hiccup (a pause of
+        # the event loop, a burst) does not turn a second of calls into full batches
+        self.samples: list[tuple[int, int]] = [(0, 0), (0, 0)]
         self.socket: socket.socket | None = None  # the consumer connection's, once known
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="moderation-backlog",
                                         daemon=True)
 
     def backlogged(self, batch: int) -> bool:
-        """More than a full batch waits in the queue, or the event loop is behind."""
-        return self.ready > batch or self.unread > _UNREAD_BACKLOG
+        """More than a full batch waits in the queue, or the event loop is behind, at
+        two looks in a row (``interval`` apart)."""
+        return all(ready > batch or unread > _UNREAD_BACKLOG for ready, unread in self.samples)
+
+    @property
+    def ready(self) -> int:
+        """Messages waiting in the queue at the last look."""
+        return self.samples[-1][0]
+
+    def record(self, ready: int, unread: int) -> None:
+        self.samples = [self.samples[-1], (ready, unread)]
 
     def start(self) -> QueueDepth:
         self._thread.start()
@@ -59,11 +70,11 @@ class QueueDepth:
                 with Connection(self.broker_url, heartbeat=0, connect_timeout=5) as connection:
                     channel = connection.channel()
                     while not self._stop.is_set():
-                        _, self.ready, _ = channel.queue_declare(self.queue, passive=True)
-                        self.unread = _unread(self.socket)
+                        _, ready, _ = channel.queue_declare(self.queue, passive=True)
+                        self.record(ready, _unread(self.socket))
                         self._stop.wait(self.interval)
             except Exception as exc:  # broker away, queue not declared yet: no backlog known
-                self.ready = 0
+                self.record(0, 0)
                 log.debug("backlog_poll_failed", error=type(exc).__name__)
                 with contextlib.suppress(Exception):
                     self._stop.wait(self.interval * 5)

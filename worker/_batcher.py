@@ -5,10 +5,12 @@ A message that needs the LLM waits in arrival order. A batch of ``size()`` (what
 latency budget allows) starts as soon as that many wait, a smaller one when its oldest
 message has waited ``wait_s()``, or at once while fewer than ``eager_below`` batches run
 (light load waits for nothing); but only while fewer batches run than the endpoint's
-call limit (``slots()``). When more wait than the free slots can take at that size, the
-messages are waiting for a slot anyway: their latency is no longer the call's, so the
-batches grow (up to ``largest``) and the endpoint gets fewer, fuller calls instead of
-more of them.
+call limit (``slots()``). When more wait than all the slots could take at that size, the messages
+are waiting for a slot anyway: their latency is no longer the call's, so the batches
+grow (up to ``largest``) and the endpoint gets fewer, fuller calls instead of more of
+them. Measured against the free slots instead, a moment's stall of the endpoint (every
+slot busy for a second) made one batch of everything that waited: a call several times
+the budget, for messages that a freed slot would have taken a moment later.
 
 Single-threaded: the worker's event loop calls every method (the pool thread reports a
 finished batch through the loop).
@@ -28,7 +30,7 @@ T = TypeVar("T")
 class Batcher(Generic[T]):
     def __init__(
         self,
-        start: Callable[[list[T]], None],
+        start: Callable[[list[T]], object],  # its result is ignored
         size: Callable[[], int],
         slots: Callable[[], int],
         wait_s: Callable[[], float],
@@ -71,7 +73,7 @@ class Batcher(Generic[T]):
         while self._waiting and self.running < slots:
             size = max(self._size(), 1)
             free = slots - self.running
-            if len(self._waiting) > free * size:  # more than the free slots take: grow
+            if len(self._waiting) > slots * size:  # more than every slot takes: grow
                 size = min(self.largest, max(size, math.ceil(len(self._waiting) / free)))
             if len(self._waiting) < size:
                 due = self._waiting[0][0] + self._wait_s()

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from worker._prompt import worst_reply_tokens
 
 _ALPHA = 0.15  # weight of a new observation in the moving estimates
 _CALLS_TO_TRUST = 3  # answered calls before time-outs follow the estimates
+_FLOOR_CALLS = 100  # calls whose first-token times say what an unqueued call takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,11 @@ class _Line:
         self.alpha = alpha
         self.slope = slope
         self._moments: list[float] | None = None  # E[x], E[y], E[xx], E[xy]
+
+    @property
+    def mean_x(self) -> float:
+        """The recent batch size, weighted as the line's points are."""
+        return self._moments[0] if self._moments is not None else 0.0
 
     def add(self, x: float, y: float) -> None:
         point = [x, y, x * x, x * y]
@@ -73,8 +80,8 @@ class EndpointModel:
         self.tokens_per_item = tokens_per_item
         self.tokenizer_ratio = tokenizer_ratio
         self.chars_per_token = 4.0  # of prompts, in the endpoint's own count
-        self.ttft_floor_s = math.inf  # the fastest first token lately (no queue ahead)
         self._fixed_s = 0.0
+        self._recent_fixed: deque[float] = deque(maxlen=_FLOOR_CALLS)
         self._prefill = _Line()  # first-token time against items per call
         self._slow_item_s = 0.0  # per-item time a timed-out batch implies (decays)
         self.calls = 0
@@ -95,12 +102,19 @@ class EndpointModel:
                 ttft = timing.duration_s - tokens * self.token_s
             ttft = _clamp(ttft, 0.0, 120.0)
             self.ttft_s = _ewma(self.ttft_s, ttft)
+            usual_size = timing.items <= 2 * self._prefill.mean_x + 2
             self._prefill.add(timing.items, ttft)
-            # what does not grow with the items (network, queueing), smoothed, and its
-            # floor, which falls at once and rises slowly: a call that found no queue
-            fixed = max(0.0, ttft - self._prefill.slope * timing.items)
-            self._fixed_s = fixed if self.calls == 1 else _ewma(self._fixed_s, fixed)
-            self.ttft_floor_s = min(self.ttft_floor_s * 1.01, fixed)
+            # what does not grow with the items (network, queueing), smoothed, and the
+            # low end of its recent values: calls that found no queue. Only from calls of
+            # about the usual size (for a batch far larger than the line has seen, its
+            # slope is an extrapolation) and whose prefill, as the line has it, is at
+            # most half their first token: where it is most of it, the line's error is
+            # most of what is left.
+            prefill = self._prefill.slope * timing.items
+            fixed = max(0.0, ttft - prefill)
+            if self.calls == 1 or (usual_size and prefill <= ttft / 2):
+                self._fixed_s = fixed if self.calls == 1 else _ewma(self._fixed_s, fixed)
+                self._recent_fixed.append(fixed)
             self._slow_item_s *= 0.98
             self.tokens_per_item = _ewma(
                 self.tokens_per_item, timing.completion_tokens / timing.items
@@ -121,12 +135,20 @@ class EndpointModel:
             self._slow_item_s = max(self._slow_item_s, after_s / max(items, 1))
 
     @property
+    def ttft_floor_s(self) -> float:
+        """The fastest of the last calls' first tokens, beyond their prefill: what a call
+        that finds no queue takes. Over a window, not a running minimum, which kept an
+        estimate that came out near zero for good: every later call looked queued, and
+        the limit was cut call after call down to one."""
+        return min(self._recent_fixed, default=math.inf)
+
+    @property
     def congested(self) -> bool:
-        """The first token comes much later than for the fastest calls lately, beyond
-        what a batch's own prefill explains: requests are queueing at the server (a first
+        """The first token comes much later than for the fast calls lately, beyond what
+        a batch's own prefill explains: requests are queueing at the server (a first
         token's own spread, ~2x at gpt-4o-mini's p99 against its fastest, stays below
         this once smoothed)."""
-        return self.calls >= 8 and self._fixed_s > 2 * self.ttft_floor_s + 0.25
+        return len(self._recent_fixed) >= 8 and self._fixed_s > 2 * self.ttft_floor_s + 0.25
 
     # -- planning ---------------------------------------------------------------------
 

@@ -56,8 +56,10 @@ class AdaptiveLimit:
             self._in_flight += 1
             return True
 
-    def release(self, signal: Signal, call_s: float = 1.0) -> None:
-        """One call ended; ``call_s`` is a typical call's duration (the cut cool-down)."""
+    def release(self, signal: Signal, call_s: float = 1.0) -> bool:
+        """One call ended; ``call_s`` is a typical call's duration (the cut cool-down).
+        True when this call cut the limit."""
+        cut = False
         with self._cond:
             self._in_flight = max(0, self._in_flight - 1)
             if signal is Signal.OK:
@@ -69,4 +71,6 @@ class AdaptiveLimit:
                     self._cut_at = now
                     self.limit = max(float(self.minimum), self.limit * 2 / 3)
                     self._threshold = self.limit
+                    cut = True
             self._cond.notify_all()
+        return cut

@@ -23,12 +23,11 @@ database whose letters may repeat. A right-to-left override always takes the ful
 
 The promise, held by a property test: a text this calls clean fires no rule.
 
-Tried and dropped: patterns that themselves tolerate separators, repeats and Unicode
-look-alikes between letters (no second look needed). Correct, but Hyperscan took
-0.1-0.5 s per pattern to compile them (minutes for a 2,000-term policy), and in its
-UTF-8 mode such classes pass its pattern size limit. Also tried: the precomposed accented
-letters ("é" as an alternative of "e" in every letter's class), to spare accented text
-its second look: the 2,000-term database had not compiled after 9 minutes (16 s without).
+Why the patterns are plain and the tolerance is in the second look: patterns that
+themselves allow separators, repeats and look-alikes between letters take Hyperscan
+0.1-0.5 s each to compile (minutes for a 2,000-term policy) and in UTF-8 mode exceed
+its pattern size limit; classes with the precomposed accented letters did not compile
+a 2,000-term database at all in 9 minutes (16 s without).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from worker._raw_patterns import (
     ALNUM,
@@ -57,10 +57,13 @@ from worker.normalise import (
     unspaced,
 )
 
-try:  # optional, as in worker.rules: x86-64 wheels on PyPI
+if TYPE_CHECKING:  # the stub's types for ``Database``, which exists only when it imported
     import hyperscan
-except ImportError:  # pragma: no cover - depends on the platform
-    hyperscan = None
+else:
+    try:  # optional, as in worker.rules: x86-64 wheels on PyPI
+        import hyperscan
+    except ImportError:  # pragma: no cover - depends on the platform
+        hyperscan = None
 
 _LETTERISH = ALNUM + "@$!+"  # what the normaliser reads as a spaced-out letter
 _SEPARATORS = SEPARATOR_CHARS + "_"  # "_" folds to a space

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re._constants as _sre
 import re._parser as _sre_parse
+from collections.abc import Iterable
+from typing import cast
 
 from worker.normalise import LEET_READINGS
 
@@ -121,6 +123,15 @@ _ANY_FORM = chars(ASCII_ALNUM + "".join(LEET_READINGS))
 _ANY = f"(?:{_ANY_FORM}{_ONE}|{BREAK}+)"  # any one canonical character
 
 
+# What re._parser (no stub) parses a pattern into: (opcode, argument) items, where the
+# argument of SUBPATTERN is (group, add_flags, del_flags, items), of BRANCH (None,
+# branches), of MAX_REPEAT and MIN_REPEAT (min, max, item), of RANGE (low, high).
+Items = Iterable[tuple[object, object]]
+Subpattern = tuple[object, object, object, Items]
+Branch = tuple[None, list[Items]]
+Repeat = tuple[int, int, Items]
+
+
 class _Untranslatable(Exception):
     pass
 
@@ -151,17 +162,17 @@ def _items(items: list[tuple[object, object]]) -> str:
 
 def _item(op: object, av: object) -> str:
     if op is _sre.LITERAL:
-        return _literal(chr(av))  # type: ignore[arg-type]
+        return _literal(chr(cast(int, av)))
     if op is _sre.IN:
-        return _in(av)  # type: ignore[arg-type]
+        return _in(cast("list[tuple[object, object]]", av))
     if op in (_sre.ANY, _sre.NOT_LITERAL):
         return _ANY
     if op is _sre.SUBPATTERN:
-        return f"(?:{_items(list(av[-1]))})"  # type: ignore[index]
+        return f"(?:{_items(list(cast(Subpattern, av)[-1]))})"
     if op is _sre.BRANCH:
-        return "(?:" + "|".join(_items(list(b)) for b in av[1]) + ")"  # type: ignore[index]
+        return "(?:" + "|".join(_items(list(b)) for b in cast(Branch, av)[1]) + ")"
     if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
-        low, high, inner = av  # type: ignore[misc]
+        low, high, inner = cast(Repeat, av)
         top = "" if high is _sre.MAXREPEAT else str(high)
         return f"(?:{_items(list(inner))}){{{low},{top}}}"
     if op is _sre.AT:
@@ -200,23 +211,23 @@ def _in(members: list[tuple[object, object]]) -> str:
         if op is _sre.NEGATE:
             return _ANY
         if op is _sre.LITERAL:
-            members = [chr(av)]  # type: ignore[arg-type]
+            letters = [chr(cast(int, av))]
         elif op is _sre.RANGE:
-            low, high = av  # type: ignore[misc]
-            members = [chr(c) for c in range(low, min(high, 0x7F) + 1)]
+            low, high = cast("tuple[int, int]", av)
+            letters = [chr(c) for c in range(low, min(high, 0x7F) + 1)]
         elif op is _sre.CATEGORY:
             name = str(av)
             if name == "CATEGORY_DIGIT":
-                members = list("0123456789")
+                letters = list("0123456789")
             elif name == "CATEGORY_SPACE":
-                members = [" "]
+                letters = [" "]
             elif name == "CATEGORY_WORD":
-                members = list(ALNUM)
+                letters = list(ALNUM)
             else:
                 return _ANY
         else:
             return _ANY
-        for char in members:
+        for char in letters:
             if char == " ":
                 space = True
             elif char in ALNUM:

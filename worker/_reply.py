@@ -39,7 +39,7 @@ class Answer(NamedTuple):
     """One item's valid entry: its number in the batch, its scores, and how many
     code+percentage pairs it wrote (its length in tokens follows from that)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # typeshed: tuple.index is a method; fields may shadow it
     scores: Scores
     codes: int
 

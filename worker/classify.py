@@ -397,8 +397,10 @@ class Classifier:
             if kind != "breaker_open":
                 result.usage.calls += 1
             metrics.LLM_REQUESTS.labels(kind).inc()
+            if self.limit.release(signal, self.endpoint.expected_s(len(batch))):
+                log.info("llm_concurrency_cut", limit=int(self.limit.limit), cause=kind,
+                         congested=self.endpoint.congested, items=len(batch))
             metrics.LLM_CONCURRENCY_LIMIT.set(self.limit.limit)
-            self.limit.release(signal, self.endpoint.expected_s(len(batch)))
 
     def _not_a_failure(self, exc: BaseException) -> bool:
         """What the breaker does not count: the endpoint answered, or is only slow."""

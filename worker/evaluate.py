@@ -44,7 +44,7 @@ def load(path: Path) -> list[Sample]:
             return [_csv_row(row) for row in csv.DictReader(handle)]
     opener = gzip.open if path.suffix == ".gz" else open
     samples = []
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
             labels = {CODES[code]: (None if row.get(code) is None else bool(row[code]))
@@ -142,11 +142,11 @@ def evaluate(
     report["cost_usd_per_1000"] = 1000 * sum(v.cost_usd for v in verdicts) / total
     latencies = sorted(v.latency_ms for v in verdicts) or [0.0]
     report["latency_ms"] = {"p50": statistics.median(latencies), "p95": _p95(latencies)}
-    calls = sorted(list(pipeline.classifier.call_seconds)[calls_before:]) if (
+    call_seconds = sorted(list(pipeline.classifier.call_seconds)[calls_before:]) if (
         pipeline.classifier) else []
     report["llm_call_ms"] = (
-        {"calls": len(calls), "p50": 1000 * statistics.median(calls),
-         "p95": 1000 * _p95(calls)} if calls else None
+        {"calls": len(call_seconds), "p50": 1000 * statistics.median(call_seconds),
+         "p95": 1000 * _p95(call_seconds)} if call_seconds else None
     )
     report["fallbacks"] = sum(1 for v in verdicts if v.source is Source.FALLBACK)
     return report

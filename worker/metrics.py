@@ -6,28 +6,31 @@ scrapes them, and the cost is a few hundred nanoseconds per message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import prometheus_client
 import structlog
 from prometheus_client import Gauge, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 log = structlog.get_logger("worker.metrics")
 
-class _CachedLabels:
+class _CachedLabels(MetricWrapperBase):
     """``labels()`` remembered per label values: prometheus_client re-validates and locks on
     every call, which cost more than the observation itself on the per-message path."""
 
-    _children: dict[tuple[str, ...], Any]
+    _children: dict[tuple[object, ...], Any]
 
-    def labels(self, *values: str) -> Any:
+    def labels(self, *values: object, **labelkwargs: object) -> Self:
+        if labelkwargs:  # keyword labels (no caller uses them): prometheus_client's own path
+            return super().labels(*values, **labelkwargs)
         try:
             children = self._children
         except AttributeError:
             children = self._children = {}
         child = children.get(values)
         if child is None:
-            child = children[values] = super().labels(*values)  # type: ignore[misc]
+            child = children[values] = super().labels(*values)
         return child
 
 

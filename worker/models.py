@@ -7,28 +7,11 @@ These models are the single source of truth; ``schemas/*.json`` is generated fro
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-SCHEMA_VERSION = "1"
-
-# OpenAI's moderation taxonomy, in OpenAI's order, so verdicts can be swapped with its API.
-CATEGORIES: tuple[str, ...] = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
+SCHEMA_VERSION: Final = "1"
 
 Category = Literal[
     "harassment",
@@ -45,6 +28,23 @@ Category = Literal[
     "violence",
     "violence/graphic",
 ]
+
+# OpenAI's moderation taxonomy, in OpenAI's order, so verdicts can be swapped with its API.
+CATEGORIES: tuple[Category, ...] = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 
 
 class Action(StrEnum):
@@ -151,7 +151,3 @@ class Verdict(BaseModel):
     )
     schema_version: Literal["1"] = SCHEMA_VERSION
     metadata: dict[str, Any] | None = None
-
-
-def empty_scores() -> dict[str, float]:
-    return dict.fromkeys(CATEGORIES, 0.0)

@@ -178,7 +178,7 @@ def _words(folded: str) -> str:
     return " " + b" ".join(words).decode() + " "
 
 
-def _leet_with(table: dict[int, int]) -> Callable[[re.Match[str]], str]:
+def _leet_with(table: dict[int, str]) -> Callable[[re.Match[str]], str]:
     def replace(match: re.Match[str]) -> str:
         run, text, end = match.group(), match.string, match.end()
         if end < len(text) and "a" <= text[end] <= "z":

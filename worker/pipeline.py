@@ -26,6 +26,7 @@ from worker.classify import BatchResult, Classifier, ItemUsage
 from worker.models import (
     CATEGORIES,
     Action,
+    Category,
     ModerationRequest,
     Source,
     Usage,
@@ -41,17 +42,10 @@ from worker.policy import (
 )
 from worker.rules import RulesResult
 from worker.settings import Settings
-from worker.validate import DeadReason, Envelope, InvalidMessage, validate
+from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, validate
 
 log = structlog.get_logger("worker.pipeline")
 
-
-@dataclass(slots=True)
-class DeadLetter:
-    envelope: Envelope
-    reason: DeadReason
-    detail: str
-    request_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,18 +97,6 @@ class _Shares:
         self._completion_int += c
         usage = Usage(prompt_tokens=p, completion_tokens=c, llm_calls=share.calls / duplicates)
         return usage, _cost(self._price, prompt, 0.0, completion)
-
-
-def routing_key(verdict: Verdict) -> str:
-    """``<action>.<category-or-none>``: consumers bind ``block.#`` or ``#.hate``."""
-    category = "none"
-    if verdict.rule_matches and verdict.rule_matches[0].category and verdict.source == "rules":
-        category = verdict.rule_matches[0].category
-    else:
-        flagged = [c for c in CATEGORIES if verdict.categories.get(c)]
-        if flagged:
-            category = max(flagged, key=lambda c: verdict.category_scores[c])
-    return f"{verdict.action.value}.{category}"
 
 
 class Pipeline:
@@ -452,7 +434,7 @@ class Pipeline:
         self,
         request: ModerationRequest,
         policy: Policy,
-        scores: dict[str, float] | None,
+        scores: dict[Category, float] | None,
     ) -> dict[str, Any] | None:
         shadow = policy.shadow
         if shadow is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from worker._policy_file import (
     layer_thresholds,
     load_policy_file,
 )
-from worker.models import CATEGORIES, Action
+from worker.models import CATEGORIES, Action, Category
 from worker.rules import RulesEngine
 
 log = structlog.get_logger("worker.policy")
@@ -32,11 +32,11 @@ __all__ = ["Policy", "PolicyError", "PolicyStore", "TenantPolicy", "decide", "de
 
 # Per category, in CATEGORIES order: (name, lowest limit, ((limit, action), ...) most
 # severe first). Compiled once per tenant: ``decide`` walked pydantic objects per message.
-Limits = tuple[tuple[str, float, tuple[tuple[float, Action], ...]], ...]
+Limits = tuple[tuple[Category, float, tuple[tuple[float, Action], ...]], ...]
 
 
 def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple[
-    Action, dict[str, bool]
+    Action, dict[Category, bool]
 ]:
     """The most severe action any category reaches; ``categories`` = reached flag or more."""
     return decide_scores([scores.get(c, 0.0) for c in CATEGORIES], compile_limits(thresholds))
@@ -59,7 +59,9 @@ def compile_limits(thresholds: dict[str, Thresholds]) -> Limits:
     return tuple(out)
 
 
-def decide_scores(scores: Sequence[float], limits: Limits) -> tuple[Action, dict[str, bool]]:
+def decide_scores(
+    scores: Sequence[float], limits: Limits
+) -> tuple[Action, dict[Category, bool]]:
     """``decide`` for scores in CATEGORIES order against compiled limits (the hot path)."""
     action = Action.ALLOW
     severity = 0
@@ -76,7 +78,7 @@ def decide_scores(scores: Sequence[float], limits: Limits) -> tuple[Action, dict
     return action, flagged
 
 
-def fallback_action(fallback: Fallback, suspected: set[str] | None = None) -> Action:
+def fallback_action(fallback: Fallback, suspected: Set[str] | None = None) -> Action:
     """The action when the LLM cannot answer: fail closed where the policy says so."""
     action = fallback.action
     for category, override in fallback.categories.items():

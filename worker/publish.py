@@ -24,9 +24,9 @@ import structlog
 from kombu import Connection
 
 from worker import topology
-from worker.models import Verdict
-from worker.pipeline import DeadLetter, routing_key
+from worker.models import CATEGORIES, Verdict
 from worker.settings import Settings
+from worker.validate import DeadLetter
 
 log = structlog.get_logger("worker.publish")
 
@@ -41,6 +41,18 @@ class OutMessage:
     headers: dict[str, Any] = field(default_factory=dict)
     content_type: str = "application/json"
     content_encoding: str | None = None
+
+
+def routing_key(verdict: Verdict) -> str:
+    """``<action>.<category-or-none>``: consumers bind ``block.#`` or ``#.hate``."""
+    category = "none"
+    if verdict.rule_matches and verdict.rule_matches[0].category and verdict.source == "rules":
+        category = verdict.rule_matches[0].category
+    else:
+        flagged = [c for c in CATEGORIES if verdict.categories.get(c)]
+        if flagged:
+            category = max(flagged, key=lambda c: verdict.category_scores[c])
+    return f"{verdict.action.value}.{category}"
 
 
 def verdict_message(verdict: Verdict, settings: Settings) -> OutMessage:
@@ -90,7 +102,6 @@ class Publisher:
         self._unconfirmed: dict[int, _Group] = {}
         self._tags: deque[int] = deque()  # the keys of _unconfirmed, ascending
         self._next_tag = 1
-        self.connected = threading.Event()
         # submit() writes a byte here so that a publisher waiting for confirms wakes up
         # at once for new work, instead of at the next confirm (a quorum queue confirms
         # after its log is synced: milliseconds during which new verdicts would wait)
@@ -135,11 +146,9 @@ class Publisher:
                 channel.events["basic_ack"].add(self._on_ack)
                 channel.events["basic_nack"].add(self._on_nack)
                 self._next_tag = 1
-                self.connected.set()
                 log.info("publisher_connected")
                 return connection, channel
             except Exception as exc:
-                self.connected.clear()
                 log.warning("publisher_connect_failed", error=type(exc).__name__, retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -20,12 +20,15 @@ import re._constants as _sre
 import re._parser as _sre_parse
 from dataclasses import dataclass, field
 from itertools import product
+from types import ModuleType
+from typing import cast
 
 import ahocorasick
 import structlog
 
 from worker._policy_file import PolicyLayer, Rule
 from worker._prescreen import Database, Prescreen
+from worker._raw_patterns import Branch, Repeat, Subpattern
 from worker.models import Action, RuleMatch, Span
 from worker.normalise import (
     LONG_RUN_SEEDS,
@@ -37,6 +40,7 @@ from worker.normalise import (
     warm_up,
 )
 
+hyperscan: ModuleType | None  # only tested for None here
 try:  # optional: a faster "does anything match at all?" pass (x86-64 wheels on PyPI)
     import hyperscan
 except ImportError:  # pragma: no cover - depends on the platform
@@ -57,18 +61,18 @@ def _expand(items: list[tuple[object, object]]) -> set[str] | None:
     for op, av in items:
         options: set[str] | None
         if op is _sre.LITERAL:
-            options = {chr(av)}  # type: ignore[arg-type]
+            options = {chr(cast(int, av))}
         elif op is _sre.SUBPATTERN:
-            options = _expand(list(av[-1]))  # type: ignore[index]
+            options = _expand(list(cast(Subpattern, av)[-1]))
         elif op is _sre.BRANCH:
             options = set()
-            for branch in av[1]:  # type: ignore[index]
+            for branch in cast(Branch, av)[1]:
                 expanded = _expand(list(branch))
                 if expanded is None:
                     return None
                 options |= expanded
         elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
-            low, high, inner = av  # type: ignore[misc]
+            low, high, inner = cast(Repeat, av)
             once = _expand(list(inner))
             if once is None or (high > 2 and (high != low or len(once) ** low > _MAX_EXPANSION)):
                 return None  # unbounded, or too many strings ("(?: 0){8}" is one string)
@@ -281,8 +285,8 @@ class RulesEngine:
         matches.sort(key=lambda m: _severity(m.action) >= 0, reverse=True)  # stable
         top_match = matches[0]
         top = next(r for r in self.rules if r.id == top_match.rule_id)
-        action = None if top_match.action == "llm" else Action(top_match.action)
-        return RulesResult(action=action, matches=matches, rule=top)
+        top_action = None if top_match.action == "llm" else Action(top_match.action)
+        return RulesResult(action=top_action, matches=matches, rule=top)
 
 
 def _prescreen(entries: dict[str, list[int]], regexes: list[str]) -> Prescreen | None:

@@ -27,108 +27,215 @@ class Settings(BaseSettings):
         env_prefix="MODERATION_", extra="ignore", populate_by_name=True
     )
 
-    broker_url: str = "amqp://guest:guest@localhost:5672//"
-    redis_url: str | None = Field(default=None, description="Shared verdict cache when set.")
+    broker_url: str = Field(
+        default="amqp://guest:guest@localhost:5672//",
+        description="RabbitMQ connection URL, of the worker and of the client.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL of a score cache shared across pods; unset: each process "
+        "caches on its own.",
+    )
 
     # The LLM stage: the openai SDK's own variables, so any compatible server works.
     openai_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "MODERATION_OPENAI_API_KEY")
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "MODERATION_OPENAI_API_KEY"),
+        description="API key of the LLM endpoint (the openai SDK's own variable); this or "
+        "the base URL turns the LLM stage on.",
     )
     openai_base_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("OPENAI_BASE_URL", "MODERATION_OPENAI_BASE_URL"),
+        description="URL of any OpenAI-compatible endpoint (unset: OpenAI's); this or the "
+        "key turns the LLM stage on.",
     )
-    model: str = "gpt-4o-mini"
+    model: str = Field(
+        default="gpt-4o-mini",
+        description="Model name sent to the endpoint; part of the cache key, and what "
+        "prices the tokens.",
+    )
     llm_latency_budget_ms: float = Field(
         default=1500.0,
-        description="Expected duration of one LLM call; batch size follows from it and the "
-        "endpoint's observed speed.",
+        description="Expected duration of one LLM call; the batch size follows from it and "
+        "the endpoint's observed first-token and per-token times.",
     )
     llm_expected_ttft_ms: float = Field(
-        default=600.0, description="First guess of the time to first token (then observed)."
+        default=600.0,
+        description="First guess of the time to first token (gpt-4o-mini's), replaced by "
+        "what is observed.",
     )
     llm_expected_token_ms: float = Field(
-        default=15.0, description="First guess of the time per output token (then observed)."
+        default=15.0,
+        description="First guess of the time per output token (gpt-4o-mini's), replaced by "
+        "what is observed.",
     )
     llm_stream: bool = Field(
-        default=False, description="Stream replies: each item's verdict goes out as its "
-        "answer arrives (lower latency for large batches, more CPU per message)."
+        default=False,
+        description="Stream replies: each verdict goes out as its answer arrives (lower "
+        "latency for big batches, about twice the worker CPU per message).",
     )
     llm_timeout_s: float = Field(
-        default=30.0, description="Ceiling of one call's time-out (each call's own follows "
-        "from its output cap and the observed speed)."
+        default=30.0,
+        description="Ceiling of one call's time-out (each call's own follows from its output "
+        "cap and the observed speed).",
     )
-    llm_max_attempts: int = Field(default=3, description="Tries of one request on 429/5xx.")
+    llm_max_attempts: int = Field(
+        default=3, description="Tries of one LLM request on 429/5xx, the first included."
+    )
     llm_max_asks: int = Field(
         default=2, description="Times an item without a valid answer is asked again."
     )
     llm_deadline_s: float = Field(
-        default=20.0, description="Time one LLM request may take, its retries on 429/5xx "
-        "included; then its items are split or asked again, or get the fallback."
+        default=20.0,
+        description="Time one LLM request may take, its retries on 429/5xx included; then "
+        "its items are split or asked again, or get the fallback.",
     )
-    llm_max_output_tokens: int = Field(default=4096, description="Ceiling of any output cap.")
+    llm_max_output_tokens: int = Field(
+        default=4096, description="Ceiling of any call's output-token cap."
+    )
     llm_context_tokens: int | None = Field(
-        default=None, description="The model's context size; learned from the endpoint's "
-        "400 when unset."
+        default=None,
+        description="The model's context size in tokens; learned from the endpoint's 400 "
+        "when unset.",
     )
-    breaker_fail_max: int = 5
-    breaker_reset_s: float = 15.0
+    breaker_fail_max: int = Field(
+        default=5,
+        description="Consecutive failed LLM calls that open the circuit breaker (then items "
+        "get the fallback without a call).",
+    )
+    breaker_reset_s: float = Field(
+        default=15.0,
+        description="Seconds an open circuit breaker waits before it lets a trial call through.",
+    )
     prices: dict[str, tuple[float, float, float]] | None = Field(
         default=None,
-        description="USD per 1M tokens (input, cached input, output) by model; unset: "
-        "OpenAI's list prices, applied only when the endpoint is OpenAI's.",
+        description='JSON `{"model": [input, cached_input, output]}`, USD per 1M tokens; '
+        "unset: OpenAI's list prices, applied only when the endpoint is OpenAI's (a local "
+        "model costs nothing).",
     )
 
-    policy: Path = DEFAULT_POLICY
-    policy_reload_s: float = Field(default=2.0, description="How often to check the file.")
+    policy: Path = Field(
+        default=DEFAULT_POLICY,
+        description="Rules and thresholds file; reloaded when it changes.",
+    )
+    policy_reload_s: float = Field(
+        default=2.0, description="How often to check the policy file for a change, in seconds."
+    )
     fallback_action: Action | None = Field(
-        default=None, description="Overrides the policy's fallback action (review by default)."
+        default=None,
+        description="Action when the LLM cannot answer; unset: the policy's (`review` in "
+        "the default policy).",
     )
 
     # Input limits: anything larger is dead-lettered before any work is done.
-    max_body_bytes: int = 256 * 1024
-    max_text_chars: int = 32_000
-    max_metadata_bytes: int = 16 * 1024
-    max_json_depth: int = 32
-    token_budget: int = Field(default=1024, description="Tokens of text sent to the LLM.")
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        description="Largest message body (256 KiB); a larger request is dead-lettered.",
+    )
+    max_text_chars: int = Field(
+        default=32_000,
+        description="Longest `text` in characters; a longer request is dead-lettered.",
+    )
+    max_metadata_bytes: int = Field(
+        default=16 * 1024,
+        description="Largest `metadata` as UTF-8 JSON (16 KiB); a larger request is dead-lettered.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        description="Deepest nesting of `metadata`; a deeper request is dead-lettered.",
+    )
+    token_budget: int = Field(
+        default=1024,
+        description="Tokens of text sent to the LLM (head and tail kept, the middle cut).",
+    )
 
     # Throughput.
-    batch_size: int = 64
-    batch_wait_ms: float = 30.0
+    batch_size: int = Field(
+        default=64,
+        description="Largest LLM batch (used when messages wait anyway); below it the "
+        "latency budget sets the size.",
+    )
+    batch_wait_ms: float = Field(
+        default=30.0, description="Longest wait to fill a partial LLM batch."
+    )
     batch_eager_below: int = Field(
         default=4,
-        description="Flush a partial batch at once while fewer LLM batches are in flight "
-        "(light load: no wait; costs at most this many calls per LLM latency).",
+        description="Start a partial batch at once while fewer LLM batches run (light load "
+        "waits for nothing; costs at most this many calls per LLM latency).",
     )
     concurrency: int = Field(
-        default=64, description="Most LLM calls in flight per process (the adaptive limit's "
-        "ceiling)."
+        default=64,
+        description="Most LLM calls in flight per process; the adaptive limit works below it.",
     )
-    prefetch: int = 4096
+    prefetch: int = Field(default=4096, description="Unacknowledged requests per worker process.")
     llm_max_pending: int = Field(
-        default=3072, description="Messages per process waiting for the LLM; more go to the "
-        "deferred queue, so a slow LLM never holds back what the rules decide.",
+        default=3072,
+        description="Messages per process waiting for the LLM; more go to the deferred "
+        "queue, so rules verdicts never wait behind the LLM.",
     )
-    cache_size: int = 100_000
-    cache_ttl_s: int = 7 * 24 * 3600
+    cache_size: int = Field(
+        default=100_000, description="Scores kept in each process's in-memory LRU cache."
+    )
+    cache_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        description="Lifetime of a score in the shared Redis cache, in seconds (7 days).",
+    )
 
     # Queues and exchanges.
-    requests_queue: str = "moderation.requests"
-    verdicts_exchange: str = "moderation.verdicts"
-    dead_queue: str = "moderation.dead"
-    deferred_queue: str = "moderation.deferred"
-    deferred_prefetch: int = 256
-    delivery_limit: int = 5
+    requests_queue: str = Field(
+        default="moderation.requests",
+        description="Quorum queue the worker consumes requests from and the client publishes to.",
+    )
+    verdicts_exchange: str = Field(
+        default="moderation.verdicts",
+        description="Topic exchange verdicts are published to; unrouted ones land in "
+        "`moderation.verdicts.unrouted`.",
+    )
+    dead_queue: str = Field(
+        default="moderation.dead",
+        description="Queue of dead-lettered requests (invalid, too large, or past the "
+        "delivery limit).",
+    )
+    deferred_queue: str = Field(
+        default="moderation.deferred",
+        description="Queue of requests waiting for the LLM while its stage is full; "
+        "consumed at the LLM's pace.",
+    )
+    deferred_prefetch: int = Field(
+        default=256, description="Deferred requests taken back per process at a time."
+    )
+    delivery_limit: int = Field(
+        default=5, description="Deliveries before RabbitMQ dead-letters a poison message."
+    )
 
     shutdown_grace_s: float = Field(
         default=25.0, description="On SIGTERM, time to finish in-flight work before exiting."
     )
 
     # Operations.
-    metrics_port: int | None = 9808
-    health_file: Path = Path("/tmp/moderation-worker.alive")
-    log_level: str = "INFO"
-    log_text: bool = Field(default=False, description="Log message text (user data!).")
+    metrics_port: int | None = Field(
+        default=9808, description="Port of the Prometheus `/metrics` endpoint; 0 turns it off."
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend (e.g. `redis://localhost:6379/1`): the "
+        "`moderation.moderate` task's result is then the verdict; unset: no results kept.",
+    )
+    task_concurrency: int = Field(
+        default=64,
+        description="`moderation.moderate` tasks waiting for their verdicts at once per "
+        "process (Celery's thread pool); the batched pipeline does the work.",
+    )
+
+    health_file: Path = Field(
+        default=Path("/tmp/moderation-worker.alive"),
+        description="Touched every 5 s; `python -m worker health` checks it.",
+    )
+    log_level: str = Field(
+        default="INFO",
+        description="Level of the JSON logs (structlog); `DEBUG` adds a line per verdict.",
+    )
 
     @property
     def llm_enabled(self) -> bool:

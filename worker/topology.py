@@ -5,9 +5,15 @@ A queue's arguments must match wherever it is declared, so they live here only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kombu import Exchange, Queue
 
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from kombu.connection import Connection
+    from kombu.transport.virtual import Channel
 
 UNROUTED_EXCHANGE = "moderation.verdicts.unrouted"
 UNROUTED_QUEUE = "moderation.verdicts.unrouted"
@@ -78,7 +84,7 @@ def unrouted_queue() -> Queue:
     )
 
 
-def declare_all(channel: object, settings: Settings) -> None:
+def declare_all(channel: Channel | Connection, settings: Settings) -> None:
     """Declare every object of the contract on ``channel`` (idempotent)."""
     unrouted = unrouted_queue()
     assert unrouted.exchange is not None

@@ -53,6 +53,17 @@ class Envelope:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class DeadLetter:
+    """A request that cannot be moderated, and why: published to the dead-letter queue
+    with its original bytes."""
+
+    envelope: Envelope
+    reason: DeadReason
+    detail: str
+    request_id: str | None = None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -62,6 +62,11 @@ class Report:
         print(self.notes[-1])
 
 
+# The queues a worker consumes (worker/settings.py defaults): a backlog on either means
+# more replicas would help, so each needs a KEDA trigger.
+CONSUMED_QUEUES = {"moderation.requests", "moderation.deferred"}
+
+
 def name_of(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{(obj.get('metadata') or {}).get('name', '?')}"
 
@@ -261,6 +266,11 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
             if trig.get("type") == "rabbitmq" and not (
                     ref or meta.get("host") or meta.get("hostFromEnv")):
                 report.error(where, "rabbitmq trigger: no host, hostFromEnv or authenticationRef")
+        watched = {(t.get("metadata") or {}).get("queueName") for t in spec.get("triggers") or []
+                   if t.get("type") == "rabbitmq"}
+        for queue in sorted(CONSUMED_QUEUES - watched):
+            report.error(where, f"no rabbitmq trigger on {queue!r}: a backlog there would not "
+                         "scale the workers")
         report.ok(where, "cross-references checked")
 
     for name, ta in by_kind.get("TriggerAuthentication", {}).items():

@@ -68,6 +68,21 @@ def test_no_free_slot_means_fewer_fuller_calls_up_to_the_largest():
     assert started[3] == [13, 14] and batcher.held == 0
 
 
+def test_a_moments_stall_waits_for_slots_instead_of_one_huge_batch():
+    batcher, started, _, _ = make(size=3, slots=4, largest=64)
+    for n in range(12):
+        batcher.add(n)
+    assert [len(b) for b in started] == [3, 3, 3, 3]  # every slot busy
+    for n in range(12, 24):
+        batcher.add(n)  # 12 wait: all four slots take them at budget size
+    batcher.finished()
+    assert [len(b) for b in started[4:]] == [3]
+    for n in range(24, 28):
+        batcher.add(n)  # 13 wait: more than every slot takes at budget size, so grow
+    batcher.finished()
+    assert len(started[5]) == 13
+
+
 def test_with_free_slots_a_backlog_is_spread_over_them_at_budget_size():
     batcher, started, _, _ = make(size=4, slots=3, largest=64)
     for n in range(12):

@@ -89,3 +89,29 @@ def test_prefill_that_grows_with_the_items_shrinks_the_batches():
         quick.observe(CallTiming(items=items, duration_s=0.4, completion_tokens=3 * items,
                                  ttft_s=0.3))
     assert quick.batch_size(1.5, 64) > 10
+
+
+
+
+def test_a_fast_outlier_is_forgotten_and_prefill_heavy_calls_do_not_set_the_floor():
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    for n in range(40):
+        model.observe(CallTiming(items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18,
+                                 completion_tokens=18))
+    floor = model.ttft_floor_s
+    model.observe(CallTiming(items=6, duration_s=0.02 + 0.015 * 18, completion_tokens=18))
+    assert model.ttft_floor_s < 0.05 and model.congested  # one call says: no queue at all
+    for n in range(100):  # the same endpoint as before, for a window of calls
+        model.observe(CallTiming(items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18,
+                                 completion_tokens=18))
+    assert model.ttft_floor_s == floor and not model.congested  # forgotten, not kept for good
+
+    model = EndpointModel(ttft_s=0.6, token_s=0.015)
+    for n in range(40):  # 5 and 60 items: the line learns ~10 ms of prefill per item
+        items = 5 if n % 2 else 60
+        model.observe(CallTiming(items=items, duration_s=0.5 + 0.01 * items + 0.015 * 3 * items,
+                                 completion_tokens=3 * items))
+    floor = model.ttft_floor_s
+    # a large call faster than the line says: most of its first token is the line's guess
+    model.observe(CallTiming(items=60, duration_s=0.62 + 0.015 * 180, completion_tokens=180))
+    assert model.ttft_floor_s == floor

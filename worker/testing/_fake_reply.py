@@ -43,7 +43,7 @@ REFUSAL = "I can't help with that."
 def score_text(text: str) -> dict[str, int]:
     """0-100 per category; ``[[score:hate=95]]`` in the text sets a score exactly."""
     lowered = text.lower()
-    scores = {c: 1 for c in CATEGORIES}
+    scores: dict[str, int] = {c: 1 for c in CATEGORIES}
     for category, words in LEXICON.items():
         if any(w in lowered for w in words):
             scores[category] = 88

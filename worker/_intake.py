@@ -1,0 +1,312 @@
+"""From a received request to its ack: the stages run around the event loop.
+
+Threading model:
+
+- the event loop thread: receive, run the cheap local stages (``Pipeline.prepare``),
+  batch what needs the LLM, ack/reject; it is the only thread that touches a consumer
+  channel;
+- a thread pool: ``Pipeline.complete`` for micro-batches (shared cache + one LLM call);
+- the publisher thread: verdicts and dead letters with confirms; once confirmed, the
+  ack is handed back to the event loop (``worker._acks``).
+
+A request is acked only after its verdict (or dead letter) is confirmed by the broker.
+No Celery and no kombu here: a delivery is anything with ``body``, ``channel``,
+``delivery_tag``, ``ack`` and ``reject``, and the loop anything with ``call_soon`` and
+``call_later`` (Celery's hub in the worker, a fake in the tests).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from worker import metrics
+from worker._acks import Acker
+from worker._batcher import Batcher
+from worker._heap import HeapFreezer
+from worker._kombu_compat import body_bytes
+from worker.models import Verdict
+from worker.pipeline import DeadLetter, Pending, Pipeline
+from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
+from worker.settings import Settings
+from worker.validate import Envelope
+
+log = structlog.get_logger("worker.intake")
+
+REDELIVERED = "x-moderation-redelivered"
+
+
+class Loop(Protocol):
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class TaskDelivery:
+    """A request that came as a Celery task: settled by resolving ``future`` with the
+    published verdict (or dead letter) rather than by an AMQP ack, which is Celery's."""
+
+    __slots__ = ("body", "channel", "delivery_tag", "future", "outcome", "published")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.channel = None
+        self.delivery_tag = None
+        self.future: Future[Verdict | DeadLetter] = Future()
+        self.outcome: Verdict | DeadLetter | None = None
+
+    def ack(self) -> None:
+        if self.outcome is not None and not self.future.done():
+            self.future.set_result(self.outcome)
+
+    def reject(self, requeue: bool = False) -> None:
+        if not self.future.done():
+            self.future.set_exception(RuntimeError("the verdict could not be published"))
+
+
+class Intake:
+    """Receives requests on the loop thread and settles each once its outcome is out."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, publisher: Publisher,
+                 loop: Loop, backlogged: Callable[[], bool] = lambda: False) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.publisher = publisher
+        self.loop = loop
+        self.backlogged = backlogged
+        self.hostname = socket.gethostname()
+        # few stragglers: a settled message waiting behind a slow LLM batch is a
+        # duplicate after a crash (the broker redelivers what was not acked)
+        self.acker = Acker(max(min(settings.prefetch // 8, 64), 1))
+        self.executor = ThreadPoolExecutor(max_workers=settings.concurrency,
+                                           thread_name_prefix="moderation-batch")
+        classifier = pipeline.classifier
+        self.batcher: Batcher[tuple[Pending, Any]] = Batcher(
+            start=lambda batch: self.executor.submit(self._complete, batch),
+            size=self._batch_size,
+            slots=(lambda: int(classifier.limit.limit)) if classifier else (lambda: 1 << 30),
+            wait_s=self._batch_wait_s,
+            largest=settings.batch_size,
+            eager_below=settings.batch_eager_below,
+        )
+        self.inflight = 0  # received, not settled
+        self.llm_pending = 0  # needing the LLM: held by the batcher or in a running batch
+        self._lock = threading.Lock()
+        self._batch_timer: Any = None
+        self._batch_due: float | None = None
+        self._deferred_logged = 0.0
+        self._debug = settings.log_level.upper() == "DEBUG"
+        self._end_to_end = metrics.STAGE_SECONDS.labels("end_to_end")
+        self._publish_seconds = metrics.STAGE_SECONDS.labels("publish")
+        self.heap = HeapFreezer()
+
+    # -- event loop thread --------------------------------------------------------------
+
+    def receive(self, message: Any, deferred: bool = False) -> None:
+        """A delivery from ``moderation.requests`` (or, ``deferred``, its overflow)."""
+        self.acker.received(message)
+        with self._lock:
+            self.inflight += 1
+        metrics.INFLIGHT.inc()
+        try:
+            delivery = message.delivery_info or {}
+            headers = dict(message.headers)
+            envelope = Envelope(
+                body=body_bytes(message),
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                redelivered=bool(delivery.get("redelivered") or headers.get(REDELIVERED)),
+                headers=headers,
+            )
+            self._accept(envelope, message, may_defer=not deferred)
+        except Exception:  # never let one message break the loop; the delivery limit
+            log.exception("receive_failed")  # dead-letters it if it keeps failing
+            self.settle([message], ok=False)
+
+    def receive_task(self, delivery: TaskDelivery, redelivered: bool) -> None:
+        """A request that came as a Celery task (``worker.tasks``)."""
+        with self._lock:
+            self.inflight += 1
+        metrics.INFLIGHT.inc()
+        try:
+            envelope = Envelope(body=delivery.body, content_type="application/json",
+                                content_encoding="utf-8", redelivered=redelivered,
+                                headers={})
+            self._accept(envelope, delivery, may_defer=False)  # its caller waits here
+        except Exception:
+            log.exception("receive_failed")
+            self.settle([delivery], ok=False)
+
+    def _accept(self, envelope: Envelope, message: Any, may_defer: bool) -> None:
+        outcome = self.pipeline.prepare(envelope)
+        if not isinstance(outcome, Pending):
+            self._publish([(outcome, message)])
+            return
+        if may_defer and self.llm_pending >= self.settings.llm_max_pending:
+            self._defer(envelope, message)  # the LLM stage is full: rules must not wait
+            return
+        with self._lock:
+            self.llm_pending += 1
+        if envelope.redelivered:
+            # a redelivery may be the message that killed a worker: keep it alone
+            self._schedule(self.batcher.alone((outcome, message)))
+        else:
+            self._schedule(self.batcher.add((outcome, message)))
+
+    def _defer(self, envelope: Envelope, message: Any) -> None:
+        """Move a request to the deferred queue (acked here once the broker has it)."""
+        headers = {**envelope.headers, "x-moderation-deferred": True}
+        if envelope.redelivered:
+            headers[REDELIVERED] = True
+        out = OutMessage(
+            exchange="",
+            routing_key=self.settings.deferred_queue,
+            body=envelope.body,
+            headers=headers,
+            content_type=envelope.content_type or "application/json",
+            content_encoding=envelope.content_encoding,
+        )
+        metrics.DEFERRED.inc()
+        now = time.monotonic()
+        if now - self._deferred_logged > 10:
+            self._deferred_logged = now
+            log.warning("llm_stage_full", pending=self.llm_pending,
+                        queue=self.settings.deferred_queue)
+        self.publisher.submit([out], lambda ok: self.settle([message], ok))
+
+    def _schedule(self, due: float | None) -> None:
+        """Have the batcher polled at ``due`` (monotonic), unless a poll is due sooner."""
+        if due is None or (self._batch_due is not None and self._batch_due <= due):
+            return
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+        self._batch_due = due
+        self._batch_timer = self.loop.call_later(max(0.0, due - time.monotonic()), self._poll)
+
+    def _poll(self) -> None:
+        self._batch_timer = self._batch_due = None
+        self._schedule(self.batcher.poll())
+
+    def _batch_finished(self) -> None:
+        self._schedule(self.batcher.finished())
+
+    def _batch_size(self) -> int:
+        """More than a full batch waits in the queue: its latency is the queue's whatever
+        a call takes, and full batches drain it fastest (``worker._backlog``)."""
+        return self.settings.batch_size if self.backlogged() else self.pipeline.batch_size()
+
+    def _batch_wait_s(self) -> float:
+        wait = self.settings.batch_wait_ms / 1000
+        return 4 * wait if self.backlogged() else wait
+
+    def drain(self) -> None:
+        """Ack (or requeue) what the publisher has settled."""
+        settled = self.acker.drain()
+        if settled:
+            with self._lock:
+                self.inflight -= settled
+            metrics.INFLIGHT.dec(settled)
+
+    def finish(self, grace_s: float) -> None:
+        """Start what is held, then wait (at most ``grace_s``) for it to be settled."""
+        self.batcher.flush()
+        deadline = time.monotonic() + grace_s
+        while self.inflight and time.monotonic() < deadline:
+            self.drain()
+            time.sleep(0.01)
+        self.drain()
+        if self.inflight:
+            log.warning("shutdown_left_inflight", messages=self.inflight)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- any thread ---------------------------------------------------------------------
+
+    def settle(self, messages: list[Any], ok: bool) -> None:
+        """Any thread. ``call_soon`` is safe from any thread: kombu's hub wakes its poll
+        for it since kombu 5.7 (before, it only took a lock and the acks waited for the
+        poll's time-out), which is why ``kombu>=5.7`` is pinned."""
+        self.acker.settle(messages, ok)
+        self.loop.call_soon(self.drain)
+
+    def submit_task(self, request: Any, redelivered: bool = False) -> Future[Verdict | DeadLetter]:
+        """A Celery task's request, from its pool thread: the future resolves once the
+        verdict (or dead letter) is confirmed by the broker."""
+        delivery = TaskDelivery(orjson.dumps(request))
+        self.loop.call_soon(self.receive_task, delivery, redelivered)
+        return delivery.future
+
+    # -- pool and publisher threads -----------------------------------------------------
+
+    def _complete(self, batch: list[tuple[Pending, Any]]) -> None:
+        """Pool thread: scores for a batch; each verdict is published as soon as it is
+        known (streamed answers, cache hits), not when the whole batch is done."""
+        sent = [False] * len(batch)
+
+        def emit(verdicts: list[tuple[int, Verdict]]) -> None:
+            for index, _ in verdicts:
+                sent[index] = True
+            with self._lock:
+                self.llm_pending -= len(verdicts)
+            self._publish([(verdict, batch[index][1]) for index, verdict in verdicts])
+
+        try:
+            self.pipeline.complete([pending for pending, _ in batch], emit)
+        except Exception:
+            log.exception("batch_failed", size=len(batch))
+            metrics.ERRORS.labels("batch").inc()
+            unsent = [message for (_, message), done in zip(batch, sent, strict=True)
+                      if not done]
+            with self._lock:
+                self.llm_pending -= len(unsent)
+            self.settle(unsent, ok=False)
+        finally:
+            self.loop.call_soon(self._batch_finished)
+        self.heap.after_batch()
+
+    def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
+        out: list[OutMessage] = []
+        latencies: list[float] = []
+        for outcome, message in outcomes:
+            if isinstance(message, TaskDelivery):
+                message.outcome = outcome
+            if isinstance(outcome, DeadLetter):
+                log.warning("dead_letter", reason=outcome.reason.value, detail=outcome.detail,
+                            message_id=outcome.request_id)
+                metrics.DEAD_LETTERS.labels(outcome.reason.value).inc()
+                out.append(dead_letter_message(outcome, self.settings, self.hostname))
+            else:
+                if self._debug:
+                    log.debug("verdict", message_id=outcome.id, tenant=outcome.tenant,
+                              action=outcome.action.value, source=outcome.source.value,
+                              latency_ms=outcome.latency_ms)
+                metrics.VERDICTS.labels(outcome.action.value, outcome.source.value).inc()
+                latencies.append(outcome.latency_ms / 1000)
+                out.append(verdict_message(outcome, self.settings))
+        messages = [m for _, m in outcomes]
+        if not all(getattr(m.channel, "is_open", True) for m in messages):
+            # the consumer channel closed (broker restart) while this was in flight: the
+            # broker will redeliver these, so publishing now would only add duplicates
+            self.settle(messages, ok=False)
+            return
+        started = time.monotonic()
+
+        def done(ok: bool) -> None:
+            publish_s = time.monotonic() - started
+            self._publish_seconds.observe(publish_s)
+            end_to_end = self._end_to_end
+            for latency in latencies:
+                end_to_end.observe(latency + publish_s)
+            if not ok:
+                metrics.ERRORS.labels("publish").inc()
+            self.settle(messages, ok)
+
+        self.publisher.submit(out, done)
