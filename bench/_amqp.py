@@ -43,8 +43,12 @@ class BrokerAddress:
         """Connect, retrying for a while: the shared broker may be briefly unavailable."""
         for attempt in range(attempts):
             connection = amqp.Connection(
-                host=self.host, userid=self.userid, password=self.password,
-                virtual_host=self.virtual_host, heartbeat=0, connect_timeout=10,
+                host=self.host,
+                userid=self.userid,
+                password=self.password,
+                virtual_host=self.virtual_host,
+                heartbeat=0,
+                connect_timeout=10,
             )
             try:
                 connection.connect()
@@ -57,6 +61,7 @@ class BrokerAddress:
 
 
 # -- producer ---------------------------------------------------------------------------
+
 
 class _Confirms:
     """Unconfirmed delivery tags of one channel, settled by (multiple) acks and nacks."""
@@ -108,9 +113,18 @@ def _drain(connection: amqp.Connection, timeout: float) -> None:
 
 
 def _publisher_thread(
-    address: BrokerAddress, bodies: list[tuple[int, bytes]], exchange: str, routing_key: str,
-    t0: float, rate: float, window: int, stats: dict[str, Any], deadline: float,
-    stamp: bool, room: Any = None, counter: list[int] | None = None,
+    address: BrokerAddress,
+    bodies: list[tuple[int, bytes]],
+    exchange: str,
+    routing_key: str,
+    t0: float,
+    rate: float,
+    window: int,
+    stats: dict[str, Any],
+    deadline: float,
+    stamp: bool,
+    room: Any = None,
+    counter: list[int] | None = None,
 ) -> None:
     connection = address.connect()
     channel = connection.channel()
@@ -144,9 +158,11 @@ def _publisher_thread(
             if stamp:  # the send time goes into metadata just before publishing
                 body = body.replace(b'"t":0.0', b'"t":%r' % time.monotonic(), 1)
             channel.basic_publish(
-                amqp.Message(body, content_type="application/json",
-                             content_encoding="utf-8", delivery_mode=2),
-                exchange=exchange, routing_key=routing_key,
+                amqp.Message(
+                    body, content_type="application/json", content_encoding="utf-8", delivery_mode=2
+                ),
+                exchange=exchange,
+                routing_key=routing_key,
             )
             confirms.sent()
             sent += 1
@@ -171,9 +187,17 @@ def _publisher_thread(
 
 
 def produce(
-    broker_url: str, bodies: list[bytes], rate: float, connections: int, window: int,
-    timeout_s: float, result: Any, exchange: str = "",
-    routing_key: str = "moderation.requests", in_flight: int = 0, answered: Any = None,
+    broker_url: str,
+    bodies: list[bytes],
+    rate: float,
+    connections: int,
+    window: int,
+    timeout_s: float,
+    result: Any,
+    exchange: str = "",
+    routing_key: str = "moderation.requests",
+    in_flight: int = 0,
+    answered: Any = None,
 ) -> None:
     """Publish ``bodies`` (``"t":0.0`` replaced by the send time) at ``rate``/s (0: flood).
 
@@ -182,8 +206,14 @@ def produce(
     producer, broker, workers and collector all run for the whole phase.
     """
     address = BrokerAddress.parse(broker_url)
-    stats: dict[str, Any] = {"sent": 0, "acked": 0, "nacked": 0, "unconfirmed": 0,
-                             "late_max_s": 0.0, "error": None}
+    stats: dict[str, Any] = {
+        "sent": 0,
+        "acked": 0,
+        "nacked": 0,
+        "unconfirmed": 0,
+        "late_max_s": 0.0,
+        "error": None,
+    }
     lock = threading.Lock()
     t0 = time.monotonic() + 0.05
     deadline = t0 + timeout_s
@@ -197,12 +227,28 @@ def produce(
         return sum(c[0] for c in counters) - answered.value < in_flight
 
     def run(share: list[tuple[int, bytes]], counter: list[int]) -> None:
-        local: dict[str, Any] = {"sent": 0, "acked": 0, "nacked": 0, "unconfirmed": 0,
-                                 "late_max_s": 0.0}
+        local: dict[str, Any] = {
+            "sent": 0,
+            "acked": 0,
+            "nacked": 0,
+            "unconfirmed": 0,
+            "late_max_s": 0.0,
+        }
         try:
-            _publisher_thread(address, share, exchange, routing_key, t0, rate, window,
-                              local, deadline, stamp=True,
-                              room=room if in_flight > 0 else None, counter=counter)
+            _publisher_thread(
+                address,
+                share,
+                exchange,
+                routing_key,
+                t0,
+                rate,
+                window,
+                local,
+                deadline,
+                stamp=True,
+                room=room if in_flight > 0 else None,
+                counter=counter,
+            )
         except Exception as exc:  # reported, never hidden
             stats["error"] = f"{type(exc).__name__}: {exc}"
         with lock:
@@ -210,8 +256,11 @@ def produce(
                 stats[key] += local[key]
             stats["late_max_s"] = max(stats["late_max_s"], local["late_max_s"])
 
-    threads = [threading.Thread(target=run, args=(s, c), daemon=True)
-               for s, c in zip(shares, counters, strict=True) if s]
+    threads = [
+        threading.Thread(target=run, args=(s, c), daemon=True)
+        for s, c in zip(shares, counters, strict=True)
+        if s
+    ]
     start = time.monotonic()
     for thread in threads:
         thread.start()
@@ -224,9 +273,18 @@ def produce(
 
 # -- verdict collector ------------------------------------------------------------------
 
+
 def collect(
-    broker_url: str, exchange: str, binding: str, prefix: str, expected: int,
-    timeout_s: float, idle_s: float, ready: Any, result: Any, answered: Any = None,
+    broker_url: str,
+    exchange: str,
+    binding: str,
+    prefix: str,
+    expected: int,
+    timeout_s: float,
+    idle_s: float,
+    ready: Any,
+    result: Any,
+    answered: Any = None,
 ) -> None:
     """Bind a queue to the verdicts, then record every verdict whose id starts with prefix.
 
@@ -263,9 +321,14 @@ def collect(
         usage = verdict.get("usage") or {}
         sent = (verdict.get("metadata") or {}).get("t")
         records[vid] = (
-            sent, received, verdict.get("source"), usage.get("prompt_tokens", 0),
-            usage.get("completion_tokens", 0), usage.get("llm_calls", 0.0),
-            verdict.get("cost_usd", 0.0), verdict.get("latency_ms"),
+            sent,
+            received,
+            verdict.get("source"),
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+            usage.get("llm_calls", 0.0),
+            verdict.get("cost_usd", 0.0),
+            verdict.get("latency_ms"),
         )
         if answered is not None:
             answered.value = len(records)
@@ -288,8 +351,10 @@ def collect(
             _drain(connection, 0.2)
         except (OSError, amqp.exceptions.AMQPError) as exc:
             stats["stopped"] = "connection lost"
-            stats["error"] = (f"{type(exc).__name__}: {exc} (was RabbitMQ restarted by "
-                              "someone else, e.g. a reliability test?)")
+            stats["error"] = (
+                f"{type(exc).__name__}: {exc} (was RabbitMQ restarted by "
+                "someone else, e.g. a reliability test?)"
+            )
             break
         if len(records) != seen:
             seen = len(records)

@@ -7,8 +7,12 @@ import json
 import random
 from pathlib import Path
 
-DATASET = (Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
-           / "openai-moderation-samples-1680.jsonl.gz")
+DATASET = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "datasets"
+    / "openai-moderation-samples-1680.jsonl.gz"
+)
 
 
 def load_texts(shuffled: bool = True) -> list[str]:

@@ -41,10 +41,12 @@ def _thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
 
 
 def _thread_names(pid: int) -> dict[int, str]:
-    dump = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True,
-                          text=True, timeout=30).stdout
-    return {int(m.group(1)): m.group(2)
-            for m in re.finditer(r'Thread (\d+) \([^)]*\): "([^"]+)"', dump)}
+    dump = subprocess.run(
+        ["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+    ).stdout
+    return {
+        int(m.group(1)): m.group(2) for m in re.finditer(r'Thread (\d+) \([^)]*\): "([^"]+)"', dump)
+    }
 
 
 def _group(name: str) -> str:
@@ -68,15 +70,33 @@ class ThreadCPU:
             u0, s0 = self.before.get(tid, (0.0, 0.0))
             user[name] += u - u0
             system[name] += s - s0
-        return {name: {"user": user[name], "system": system[name]}
-                for name in sorted(user, key=lambda n: -(user[n] + system[n]))}
+        return {
+            name: {"user": user[name], "system": system[name]}
+            for name in sorted(user, key=lambda n: -(user[n] + system[n]))
+        }
 
 
 def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
-         "--rate", "100", "--gil", "--threads", "--format", "raw", "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "100",
+            "--gil",
+            "--threads",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -104,5 +124,9 @@ def summarise(path: Path, top: int = 200) -> dict[str, list[tuple[str, float]]]:
     if not n_all:
         return {}
     share = lambda c: [(k, v / n_all) for k, v in c.most_common(top)]  # noqa: E731
-    return {"threads": share(threads), "self": share(leaf), "total": share(total_incl),
-            "samples": [("samples", float(n_all))]}
+    return {
+        "threads": share(threads),
+        "self": share(leaf),
+        "total": share(total_incl),
+        "samples": [("samples", float(n_all))],
+    }

@@ -31,15 +31,27 @@ sys.path.insert(0, str(ROOT))
 from worker._llm_call import _body  # noqa: E402
 from worker._prompt import CallLimits  # noqa: E402
 
-ITEMS = [(f"message number {i}: see you at the game tonight, bring snacks", None)
-         for i in range(16)]
+ITEMS = [
+    (f"message number {i}: see you at the game tonight, bring snacks", None) for i in range(16)
+]
 
 
 def _server(port: int, latency_ms: float) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.testing.fake_llm", "--port", str(port),
-         "--fixed-latency-ms", str(latency_ms), "--jitter-ms", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "worker.testing.fake_llm",
+            "--port",
+            str(port),
+            "--fixed-latency-ms",
+            str(latency_ms),
+            "--jitter-ms",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -62,8 +74,7 @@ def run_threads(base_url: str, calls: int, in_flight: int, body: bytes) -> list[
 
     def one(_: int) -> None:
         started = time.monotonic()
-        client.post("/chat/completions", cast_to=httpx.Response, content=body,
-                    options=_options())  # type: ignore[arg-type]
+        client.post("/chat/completions", cast_to=httpx.Response, content=body, options=_options())  # type: ignore[arg-type]
         durations.append(time.monotonic() - started)
 
     with ThreadPoolExecutor(in_flight) as pool:
@@ -82,8 +93,9 @@ def run_asyncio(base_url: str, calls: int, in_flight: int, body: bytes) -> list[
         async def lane() -> None:
             for _ in remaining:
                 started = time.monotonic()
-                await client.post("/chat/completions", cast_to=httpx.Response, content=body,
-                                  options=_options())  # type: ignore[arg-type]
+                await client.post(
+                    "/chat/completions", cast_to=httpx.Response, content=body, options=_options()
+                )  # type: ignore[arg-type]
                 durations.append(time.monotonic() - started)
 
         await asyncio.gather(*(lane() for _ in range(in_flight)))
@@ -93,22 +105,32 @@ def run_asyncio(base_url: str, calls: int, in_flight: int, body: bytes) -> list[
     return durations
 
 
-def measure(name: str, run: Callable[..., list[float]], base_url: str, calls: int,
-            in_flight: int, body: bytes, latency_s: float) -> None:
+def measure(
+    name: str,
+    run: Callable[..., list[float]],
+    base_url: str,
+    calls: int,
+    in_flight: int,
+    body: bytes,
+    latency_s: float,
+) -> None:
     run(base_url, min(calls, in_flight * 2), in_flight, body)  # warm-up: connections, imports
     cpu0, wall0 = time.process_time(), time.monotonic()
     durations = run(base_url, calls, in_flight, body)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     added = sorted(d - latency_s for d in durations)
-    print(f"  {name:8} {in_flight:4} in flight: {calls / wall:7.1f} calls/s "
-          f"(ideal {in_flight / latency_s:6.1f}), client CPU {1000 * cpu / calls:5.2f} ms/call, "
-          f"added latency p50 {1000 * statistics.median(added):6.1f} ms "
-          f"p99 {1000 * added[int(len(added) * 0.99) - 1]:6.1f} ms")
+    print(
+        f"  {name:8} {in_flight:4} in flight: {calls / wall:7.1f} calls/s "
+        f"(ideal {in_flight / latency_s:6.1f}), client CPU {1000 * cpu / calls:5.2f} ms/call, "
+        f"added latency p50 {1000 * statistics.median(added):6.1f} ms "
+        f"p99 {1000 * added[int(len(added) * 0.99) - 1]:6.1f} ms"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--in-flight", default="64,256")
     parser.add_argument("--latency-ms", type=float, default=1000.0)
@@ -118,15 +140,31 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{args.port}/v1"
     limits = CallLimits(max_tokens=120, timeout_s=30.0, first_token_s=30.0)
     body = _body("gpt-4o-mini", ITEMS, limits, stream=False)
-    print(f"{args.calls} calls of {len(ITEMS)} items each, endpoint latency "
-          f"{args.latency_ms:.0f} ms fixed, {os.cpu_count()} cores")
+    print(
+        f"{args.calls} calls of {len(ITEMS)} items each, endpoint latency "
+        f"{args.latency_ms:.0f} ms fixed, {os.cpu_count()} cores"
+    )
     try:
         for in_flight in (int(n) for n in args.in_flight.split(",")):
             # A/B in one run: each pair back to back, so machine drift hits both alike
-            measure("threads", run_threads, base_url, args.calls, in_flight, body,
-                    args.latency_ms / 1000)
-            measure("asyncio", run_asyncio, base_url, args.calls, in_flight, body,
-                    args.latency_ms / 1000)
+            measure(
+                "threads",
+                run_threads,
+                base_url,
+                args.calls,
+                in_flight,
+                body,
+                args.latency_ms / 1000,
+            )
+            measure(
+                "asyncio",
+                run_asyncio,
+                base_url,
+                args.calls,
+                in_flight,
+                body,
+                args.latency_ms / 1000,
+            )
     finally:
         server.kill()
 

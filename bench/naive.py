@@ -151,8 +151,12 @@ THRESHOLD = 0.5
 _client: openai.OpenAI | None = None
 _connection: Connection | None = None
 _producer: Producer | None = None
-_exchange = Exchange("moderation.verdicts", type="topic", durable=True,
-                     arguments={"alternate-exchange": "moderation.verdicts.unrouted"})
+_exchange = Exchange(
+    "moderation.verdicts",
+    type="topic",
+    durable=True,
+    arguments={"alternate-exchange": "moderation.verdicts.unrouted"},
+)
 
 
 def _llm() -> openai.OpenAI:
@@ -168,8 +172,11 @@ def _publish(verdict: dict[str, Any], routing_key: str) -> None:
         _connection = Connection(BROKER_URL, transport_options={"confirm_publish": True})
         _producer = Producer(_connection.channel(), exchange=_exchange)
     _producer.publish(
-        json.dumps(verdict), routing_key=routing_key, content_type="application/json",
-        delivery_mode=2, retry=True,
+        json.dumps(verdict),
+        routing_key=routing_key,
+        content_type="application/json",
+        delivery_mode=2,
+        retry=True,
     )
 
 

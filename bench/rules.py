@@ -43,8 +43,28 @@ def big_policy(terms: int, seed: int = 7) -> str:
     abuse terms are in ordinary text.
     """
     rng = random.Random(seed)
-    syllables = ["ka", "zor", "mib", "tul", "vex", "dra", "qon", "pli", "ush", "gre", "fyn",
-                 "bax", "sto", "wre", "jat", "olm", "cri", "nub", "yel", "har"]
+    syllables = [
+        "ka",
+        "zor",
+        "mib",
+        "tul",
+        "vex",
+        "dra",
+        "qon",
+        "pli",
+        "ush",
+        "gre",
+        "fyn",
+        "bax",
+        "sto",
+        "wre",
+        "jat",
+        "olm",
+        "cri",
+        "nub",
+        "yel",
+        "har",
+    ]
     policy = yaml.safe_load(DEFAULT.read_text())
     existing = sum(len(r.get("words", [])) + len(r.get("regex", [])) for r in policy["rules"])
     words: set[str] = set()
@@ -56,8 +76,13 @@ def big_policy(terms: int, seed: int = 7) -> str:
     ordered = sorted(words)
     chunk = 100
     for n in range(0, len(ordered), chunk):
-        policy["rules"].append({"id": f"bench.generated-{n // chunk}", "action": "review",
-                                "words": ordered[n : n + chunk]})
+        policy["rules"].append(
+            {
+                "id": f"bench.generated-{n // chunk}",
+                "action": "review",
+                "words": ordered[n : n + chunk],
+            }
+        )
     return yaml.safe_dump(policy)
 
 
@@ -74,8 +99,10 @@ def rates(rows: list[tuple[str, list[str], Any]], rounds: int) -> None:
             samples[label].append(len(texts) / (time.process_time() - started))
     for label, values in samples.items():
         best, median = max(values), statistics.median(values)
-        print(f"{label:44s} {median:10,.0f} msg/s median  {best:10,.0f} best  "
-              f"({1e6 / median:6.1f} us/msg)")
+        print(
+            f"{label:44s} {median:10,.0f} msg/s median  {best:10,.0f} best  "
+            f"({1e6 / median:6.1f} us/msg)"
+        )
 
 
 def main() -> None:
@@ -84,8 +111,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     texts = load_texts(shuffled=False)
-    print(f"machine speed: {python_speed():.1f} ns per iteration of a fixed Python loop "
-          "(lower is faster; compare runs by it)")
+    print(
+        f"machine speed: {python_speed():.1f} ns per iteration of a fixed Python loop "
+        "(lower is faster; compare runs by it)"
+    )
     policy = parse_policy(big_policy(args.terms), "bench")
     warm_up()
     started = time.perf_counter()
@@ -94,27 +123,36 @@ def main() -> None:
     full = copy.copy(engine)
     full._prescreen = None  # the same engine, every text down the full path
     patterns = sum(len(r.words) + len(r.regex) for r in engine.rules)
-    print(f"policy: {len(engine.rules)} rules, {patterns} terms/phrases/regexes; "
-          f"{len(texts)} texts, mean {statistics.mean(map(len, texts)):.0f} chars")
+    print(
+        f"policy: {len(engine.rules)} rules, {patterns} terms/phrases/regexes; "
+        f"{len(texts)} texts, mean {statistics.mean(map(len, texts)):.0f} chars"
+    )
     ascii_texts = [t for t in texts if t.isascii()]
     other = [t for t in texts if not t.isascii()]
     precomputed = {t: views(t, squeeze=False) for t in texts}
     fired = sum(1 for t in texts if engine.match(t).matches)
-    print(f"texts with a rule match: {fired} ({fired / len(texts):.1%}); "
-          f"ASCII {len(ascii_texts)}, non-ASCII {len(other)}")
+    print(
+        f"texts with a rule match: {fired} ({fired / len(texts):.1%}); "
+        f"ASCII {len(ascii_texts)}, non-ASCII {len(other)}"
+    )
     rows: list[tuple[str, list[str], Any]] = []
     if engine._prescreen is not None:
         screen = engine._prescreen.could_fire
         cleared = sum(1 for t in texts if not screen(t))
-        print(f"prescreen clears {cleared} texts ({cleared / len(texts):.1%}); "
-              f"the rest take the full path")
+        print(
+            f"prescreen clears {cleared} texts ({cleared / len(texts):.1%}); "
+            f"the rest take the full path"
+        )
         rows.append(("prescreen (Hyperscan on the raw text)", texts, screen))
     else:
         print("prescreen off (no Hyperscan on this platform)")
     rows += [
         ("normalise (canonical views)", texts, lambda t: views(t, squeeze=False)),
-        ("matcher on canonical views (automaton+regex)", texts,
-         lambda t: full.match(t, precomputed[t])),
+        (
+            "matcher on canonical views (automaton+regex)",
+            texts,
+            lambda t: full.match(t, precomputed[t]),
+        ),
         ("whole stage, every text the full path", texts, full.match),
         ("whole rules stage (as the worker runs it)", texts, engine.match),
         ("  ... ASCII texts", ascii_texts, engine.match),

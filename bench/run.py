@@ -83,7 +83,11 @@ def _spawn(
     cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: prefork children go with it
     )
     _started.append(proc)
@@ -123,6 +127,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 # -- RabbitMQ vhost ---------------------------------------------------------------------
 
+
 def _rabbitmqctl(*args: str, check: bool = True) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, timeout=90)
 
@@ -137,17 +142,21 @@ def private_vhost() -> Any:
     finally:
         _cleanup()  # stop our processes before their vhost disappears under them
         for _ in range(5):  # the shared broker may be restarting: retry a little
-            done = subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name],
-                                  capture_output=True, timeout=90)
+            done = subprocess.run(
+                ["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=90
+            )
             if done.returncode == 0:
                 break
             time.sleep(3)
         else:
-            print(f"could not delete vhost {name}: delete it with "
-                  f"`rabbitmqctl delete_vhost {name}`", file=sys.stderr)
+            print(
+                f"could not delete vhost {name}: delete it with `rabbitmqctl delete_vhost {name}`",
+                file=sys.stderr,
+            )
 
 
 # -- the simulated LLM and the workers ------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -166,13 +175,28 @@ def _base_env() -> dict[str, str]:
 def fake_llm_flags(args: argparse.Namespace) -> list[str]:
     """The simulator's timing as the benchmark was told (real model timing by default)."""
     if args.llm_timing == "fixed":
-        return ["--timing", "fixed", "--latency-ms", str(args.latency_ms),
-                "--jitter-ms", str(args.jitter_ms)]
+        return [
+            "--timing",
+            "fixed",
+            "--latency-ms",
+            str(args.latency_ms),
+            "--jitter-ms",
+            str(args.jitter_ms),
+        ]
     if args.llm_timing == "instant":
         return ["--timing", "instant"]
-    return ["--timing", "real", "--ttft-ms", str(args.ttft_ms), "--ttft-sigma",
-            str(args.ttft_sigma), "--token-ms", str(args.token_ms), "--prefill-ms-per-1k",
-            str(args.prefill_ms_per_1k)]
+    return [
+        "--timing",
+        "real",
+        "--ttft-ms",
+        str(args.ttft_ms),
+        "--ttft-sigma",
+        str(args.ttft_sigma),
+        "--token-ms",
+        str(args.token_ms),
+        "--prefill-ms-per-1k",
+        str(args.prefill_ms_per_1k),
+    ]
 
 
 def describe_timing(args: argparse.Namespace) -> str:
@@ -180,16 +204,20 @@ def describe_timing(args: argparse.Namespace) -> str:
         return f"fixed {args.latency_ms:g} ms +/- {args.jitter_ms:g} whatever the length"
     if args.llm_timing == "instant":
         return "instant"
-    return (f"first token ~{args.ttft_ms:g} ms (lognormal sigma {args.ttft_sigma:g}) + "
-            f"{args.prefill_ms_per_1k:g} ms per 1k prompt tokens + {args.token_ms:g} ms per "
-            "output token, output cap enforced")
+    return (
+        f"first token ~{args.ttft_ms:g} ms (lognormal sigma {args.ttft_sigma:g}) + "
+        f"{args.prefill_ms_per_1k:g} ms per 1k prompt tokens + {args.token_ms:g} ms per "
+        "output token, output cap enforced"
+    )
 
 
 def start_fake_llm(flags: list[str], tmp: Path, src: Path = ROOT) -> tuple[Any, str]:
     port = _free_port()
     proc = _spawn(
         [sys.executable, "-m", "worker.testing.fake_llm", "--port", str(port), *flags],
-        {**_base_env(), "PYTHONPATH": str(src)}, tmp / "fake_llm.log", cwd=src,
+        {**_base_env(), "PYTHONPATH": str(src)},
+        tmp / "fake_llm.log",
+        cwd=src,
     )
     deadline = time.monotonic() + 20
     while True:
@@ -203,8 +231,10 @@ def start_fake_llm(flags: list[str], tmp: Path, src: Path = ROOT) -> tuple[Any, 
 
 def fake_control(base_url: str, **settings: Any) -> None:
     request = urllib.request.Request(
-        base_url + "/_control", data=json.dumps(settings).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        base_url + "/_control",
+        data=json.dumps(settings).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         response.read()
@@ -255,16 +285,29 @@ def own_latency(
         added.append(e2e - (llm or 0.0))
     out: dict[str, Any] = {"calls": len(own), "matched": matched}
     if own:
-        out["llm_own_ms"] = {"p50": pct(own, 0.5), "p95": pct(own, 0.95), "p99": pct(own, 0.99),
-                             "max": max(own), "mean": statistics.fmean(own)}
+        out["llm_own_ms"] = {
+            "p50": pct(own, 0.5),
+            "p95": pct(own, 0.95),
+            "p99": pct(own, 0.99),
+            "max": max(own),
+            "mean": statistics.fmean(own),
+        }
     if added:
-        out["added_over_own_ms"] = {"p50": pct(added, 0.5), "p95": pct(added, 0.95),
-                                    "p99": pct(added, 0.99), "max": max(added)}
+        out["added_over_own_ms"] = {
+            "p50": pct(added, 0.5),
+            "p95": pct(added, 0.95),
+            "p99": pct(added, 0.99),
+            "max": max(added),
+        }
     return out
 
 
 def start_workers(
-    count: int, broker_url: str, llm_url: str, tmp: Path, extra_env: dict[str, str],
+    count: int,
+    broker_url: str,
+    llm_url: str,
+    tmp: Path,
+    extra_env: dict[str, str],
     src: Path = ROOT,
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
@@ -283,11 +326,25 @@ def start_workers(
             PYTHONPATH=str(src),
         )
         env.update(extra_env)
-        procs.append(_spawn(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n",
-             f"bench{n}-{uuid.uuid4().hex[:4]}@%h", "--without-mingle", "--without-gossip"],
-            env, tmp / f"worker{n}.log", cwd=src,
-        ))
+        procs.append(
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker",
+                    "worker",
+                    "-n",
+                    f"bench{n}-{uuid.uuid4().hex[:4]}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                env,
+                tmp / f"worker{n}.log",
+                cwd=src,
+            )
+        )
         health.append(alive)
     deadline = time.monotonic() + 60
     while not all(h.exists() for h in health):
@@ -304,11 +361,28 @@ def start_naive(broker_url: str, llm_url: str, tmp: Path, processes: int) -> Any
     env = _base_env()
     env.update(BENCH_BROKER_URL=broker_url, OPENAI_BASE_URL=llm_url, OPENAI_API_KEY="bench-key")
     proc = _spawn(
-        [sys.executable, "-m", "celery", "-A", "bench.naive", "worker", "-P", "prefork",
-         "-c", str(processes), "-Q", "bench.naive.tasks", "-n",
-         f"naive-{uuid.uuid4().hex[:4]}@%h", "--without-mingle", "--without-gossip",
-         "-l", "WARNING"],
-        env, tmp / "naive.log",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.naive",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(processes),
+            "-Q",
+            "bench.naive.tasks",
+            "-n",
+            f"naive-{uuid.uuid4().hex[:4]}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "WARNING",
+        ],
+        env,
+        tmp / "naive.log",
     )
     deadline = time.monotonic() + 60
     while len(_proc.tree(proc.pid)) < processes + 1:  # parent + pool processes
@@ -321,6 +395,7 @@ def start_naive(broker_url: str, llm_url: str, tmp: Path, processes: int) -> Any
 
 
 # -- data -------------------------------------------------------------------------------
+
 
 @dataclass
 class Feed:
@@ -344,13 +419,17 @@ class Feed:
 def request_bodies(prefix: str, texts: list[str]) -> list[bytes]:
     # metadata first: the producer swaps "t":0.0 for the send time (first occurrence)
     return [
-        json.dumps({"metadata": {"t": 0.0}, "id": f"{prefix}{i}", "text": t},
-                   ensure_ascii=False, separators=(",", ":")).encode()
+        json.dumps(
+            {"metadata": {"t": 0.0}, "id": f"{prefix}{i}", "text": t},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
         for i, t in enumerate(texts)
     ]
 
 
 # -- measuring ----------------------------------------------------------------------------
+
 
 @dataclass
 class Watch:
@@ -414,10 +493,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_phase(
-    name: str, broker_url: str, bodies: list[bytes] | None, *, rate: float,
-    connections: int, watch: Watch, timeout_s: float, send_naive: Any = None,
-    naive_texts: list[str] | None = None, prefix: str, on_start: Any = None,
-    llm_url: str | None = None, tags: dict[str, int] | None = None, in_flight: int = 0,
+    name: str,
+    broker_url: str,
+    bodies: list[bytes] | None,
+    *,
+    rate: float,
+    connections: int,
+    watch: Watch,
+    timeout_s: float,
+    send_naive: Any = None,
+    naive_texts: list[str] | None = None,
+    prefix: str,
+    on_start: Any = None,
+    llm_url: str | None = None,
+    tags: dict[str, int] | None = None,
+    in_flight: int = 0,
 ) -> dict[str, Any]:
     """Publish, collect every verdict, and measure; ``send_naive`` publishes Celery tasks.
 
@@ -431,9 +521,20 @@ def run_phase(
     answered = ctx.RawValue("q", 0) if in_flight else None
     expected = len(bodies) if bodies is not None else len(naive_texts or [])
     collector = ctx.Process(
-        target=collect, name=f"collect-{name}",
-        args=(broker_url, VERDICTS, "#", prefix, expected, timeout_s, 30.0, ready, collected,
-              answered),
+        target=collect,
+        name=f"collect-{name}",
+        args=(
+            broker_url,
+            VERDICTS,
+            "#",
+            prefix,
+            expected,
+            timeout_s,
+            30.0,
+            ready,
+            collected,
+            answered,
+        ),
         daemon=True,
     )
     load = wait_quiet(QUIET[0], QUIET[1])
@@ -453,9 +554,11 @@ def run_phase(
     if bodies is not None:
         produced = ctx.Queue()
         producer = ctx.Process(
-            target=produce, name=f"produce-{name}",
+            target=produce,
+            name=f"produce-{name}",
             args=(broker_url, bodies, rate, connections, 2000, timeout_s, produced),
-            kwargs={"in_flight": in_flight, "answered": answered}, daemon=True,
+            kwargs={"in_flight": in_flight, "answered": answered},
+            daemon=True,
         )
         producer.start()
         _mp_started.append(producer)
@@ -480,8 +583,7 @@ def run_phase(
                 _mp_started.remove(p)
     watch.groups.pop("collector", None)
     watch.groups.pop("producer", None)
-    out = summarise(name, expected, records, collector_stats, producer_stats, cpu,
-                    t_end - t_start)
+    out = summarise(name, expected, records, collector_stats, producer_stats, cpu, t_end - t_start)
     if llm_url:
         llm_after = fake_stats(llm_url)
         out["llm_server"] = llm_server_usage(llm_before, llm_after, out)
@@ -502,8 +604,10 @@ def llm_server_usage(
 ) -> dict[str, Any]:
     """What the simulated LLM counted during the phase (every HTTP request, re-asks and
     failures included), per LLM-classified message and priced as gpt-4o-mini."""
-    out = {k: after.get(k, 0) - before.get(k, 0)
-           for k in ("requests", "prompt_tokens", "completion_tokens")}
+    out = {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in ("requests", "prompt_tokens", "completion_tokens")
+    }
     classified = phase.get("llm_classified", 0)
     received = phase.get("received", 0)
     cost = (out["prompt_tokens"] * GPT_4O_MINI[0] + out["completion_tokens"] * GPT_4O_MINI[2]) / 1e6
@@ -520,17 +624,26 @@ QUIET: tuple[float, float] = (0.0, 0.0)  # (max background cores, max wait s)
 
 
 def summarise(
-    name: str, expected: int, records: dict[str, tuple[Any, ...]], collector_stats: dict,
-    producer_stats: dict, cpu: dict[str, float], wall: float,
+    name: str,
+    expected: int,
+    records: dict[str, tuple[Any, ...]],
+    collector_stats: dict,
+    producer_stats: dict,
+    cpu: dict[str, float],
+    wall: float,
 ) -> dict[str, Any]:
     got = len(records)
     recs = list(records.values())
     received = sorted(r[1] for r in recs)
     sent = sorted(r[0] for r in recs if r[0] is not None)
     latency = [(r[1] - r[0]) * 1000 for r in recs if r[0] is not None]
-    out: dict[str, Any] = {"phase": name, "expected": expected, "received": got,
-                           "lost": expected - got, **{f"collector_{k}": v
-                                                      for k, v in collector_stats.items()}}
+    out: dict[str, Any] = {
+        "phase": name,
+        "expected": expected,
+        "received": got,
+        "lost": expected - got,
+        **{f"collector_{k}": v for k, v in collector_stats.items()},
+    }
     if got >= 2:
         window = received[-1] - received[0]
         out["msg_s_first_to_last"] = (got - 1) / window if window > 0 else float("nan")
@@ -543,14 +656,19 @@ def summarise(
         out["publish_s"] = producer_stats.get("duration_s")
     out["producer"] = {k: v for k, v in producer_stats.items() if k != "first_send"}
     if latency:
-        out["e2e_ms"] = {"p50": pct(latency, 0.5), "p95": pct(latency, 0.95),
-                         "p99": pct(latency, 0.99), "max": max(latency),
-                         "mean": statistics.fmean(latency)}
+        out["e2e_ms"] = {
+            "p50": pct(latency, 0.5),
+            "p95": pct(latency, 0.95),
+            "p99": pct(latency, 0.99),
+            "max": max(latency),
+            "mean": statistics.fmean(latency),
+        }
         worker_ms = [r[7] for r in recs if r[7] is not None]
         if worker_ms:
             out["worker_latency_ms"] = {"p50": pct(worker_ms, 0.5), "p99": pct(worker_ms, 0.99)}
-            outside = [(r[1] - r[0]) * 1000 - r[7] for r in recs
-                       if r[0] is not None and r[7] is not None]
+            outside = [
+                (r[1] - r[0]) * 1000 - r[7] for r in recs if r[0] is not None and r[7] is not None
+            ]
             out["outside_worker_ms"] = {"p50": pct(outside, 0.5), "p99": pct(outside, 0.99)}
     sources: dict[str, int] = {}
     by_source: dict[str, list[float]] = {}
@@ -563,8 +681,13 @@ def summarise(
     out["llm_classified"] = sources.get("llm", 0)
     out["fallbacks"] = sources.get("fallback", 0)
     out["e2e_ms_by_source"] = {
-        src: {"n": len(v), "p50": pct(v, 0.5), "p95": pct(v, 0.95), "p99": pct(v, 0.99),
-              "max": max(v)}
+        src: {
+            "n": len(v),
+            "p50": pct(v, 0.5),
+            "p95": pct(v, 0.95),
+            "p99": pct(v, 0.99),
+            "max": max(v),
+        }
         for src, v in sorted(by_source.items())
     }
     llm = [r for r in recs if r[2] == "llm"]
@@ -585,18 +708,21 @@ def summarise(
     out["cpu_s"] = cpu
     if got:
         out["worker_cpu_ms_per_msg"] = cpu.get("workers", 0.0) / got * 1000
-        out["cpu_ms_per_msg"] = {k: v / got * 1000 for k, v in cpu.items()
-                                 if k not in ("host_total",)}
+        out["cpu_ms_per_msg"] = {
+            k: v / got * 1000 for k, v in cpu.items() if k not in ("host_total",)
+        }
     if cpu.get("host_total"):
         out["host_busy_cores"] = cpu["host_busy"] / cpu["host_total"] * (os.cpu_count() or 1)
         ours = sum(v for k, v in cpu.items() if k not in ("host_busy", "host_total"))
-        out["others_busy_cores"] = (cpu["host_busy"] - ours) / cpu["host_total"] * (
-            os.cpu_count() or 1)
+        out["others_busy_cores"] = (
+            (cpu["host_busy"] - ours) / cpu["host_total"] * (os.cpu_count() or 1)
+        )
     out["wall_s"] = wall
     return out
 
 
 # -- printing ---------------------------------------------------------------------------
+
 
 def _f(value: Any, digits: int = 1) -> str:
     if value is None:
@@ -607,87 +733,137 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 def print_phase(r: dict[str, Any], latency_ms: float | None = None) -> None:
-    print(f"\n== {r['phase']} ==  (background load before it: "
-          f"{_f(r.get('background_load_before'), 2)} cores)")
-    print(f"  messages: {r['expected']} sent, {r['received']} verdicts, {r['lost']} missing"
-          + (f" ({r.get('collector_stopped')})" if r.get("collector_stopped") else "")
-          + (f", {r['collector_duplicates']} duplicates" if r.get("collector_duplicates") else ""))
-    for who, err in (("collector", r.get("collector_error")),
-                     ("producer", (r.get("producer") or {}).get("error"))):
+    print(
+        f"\n== {r['phase']} ==  (background load before it: "
+        f"{_f(r.get('background_load_before'), 2)} cores)"
+    )
+    print(
+        f"  messages: {r['expected']} sent, {r['received']} verdicts, {r['lost']} missing"
+        + (f" ({r.get('collector_stopped')})" if r.get("collector_stopped") else "")
+        + (f", {r['collector_duplicates']} duplicates" if r.get("collector_duplicates") else "")
+    )
+    for who, err in (
+        ("collector", r.get("collector_error")),
+        ("producer", (r.get("producer") or {}).get("error")),
+    ):
         if err:
             print(f"  {who} error: {err}")
     if "msg_s_first_to_last" in r:
-        print(f"  throughput: {_f(r['msg_s_first_to_last'])} msg/s first-to-last verdict "
-              f"({_f(r['window_s'], 2)} s), {_f(r['msg_s_steady'])} msg/s steady "
-              f"(verdicts 10%..99%); publish {_f(r.get('publish_msg_s'))} msg/s")
+        print(
+            f"  throughput: {_f(r['msg_s_first_to_last'])} msg/s first-to-last verdict "
+            f"({_f(r['window_s'], 2)} s), {_f(r['msg_s_steady'])} msg/s steady "
+            f"(verdicts 10%..99%); publish {_f(r.get('publish_msg_s'))} msg/s"
+        )
     e = r.get("e2e_ms")
     if e:
-        print(f"  end-to-end latency ms: p50 {_f(e['p50'])}  p95 {_f(e['p95'])}  "
-              f"p99 {_f(e['p99'])}  max {_f(e['max'])}")
+        print(
+            f"  end-to-end latency ms: p50 {_f(e['p50'])}  p95 {_f(e['p95'])}  "
+            f"p99 {_f(e['p99'])}  max {_f(e['max'])}"
+        )
         if latency_ms is not None:
-            print(f"  added over the LLM's configured {latency_ms:g} ms: p50 "
-                  f"{_f(e['p50'] - latency_ms)}  p95 {_f(e['p95'] - latency_ms)}  "
-                  f"p99 {_f(e['p99'] - latency_ms)}")
+            print(
+                f"  added over the LLM's configured {latency_ms:g} ms: p50 "
+                f"{_f(e['p50'] - latency_ms)}  p95 {_f(e['p95'] - latency_ms)}  "
+                f"p99 {_f(e['p99'] - latency_ms)}"
+            )
         own = r.get("llm_own") or {}
         if own.get("llm_own_ms"):
             m = own["llm_own_ms"]
-            print(f"  the simulated LLM's own latency per call (measured inside it, "
-                  f"{own['calls']} calls): p50 {_f(m['p50'])}  p95 {_f(m['p95'])}  "
-                  f"p99 {_f(m['p99'])}  max {_f(m['max'])}")
+            print(
+                f"  the simulated LLM's own latency per call (measured inside it, "
+                f"{own['calls']} calls): p50 {_f(m['p50'])}  p95 {_f(m['p95'])}  "
+                f"p99 {_f(m['p99'])}  max {_f(m['max'])}"
+            )
             print(f"  e2e p99 - LLM own p99: {_f(e['p99'] - m['p99'])} ms")
         if own.get("added_over_own_ms"):
             a = own["added_over_own_ms"]
-            print(f"  added over each message's own LLM call ({own['matched']} matched): "
-                  f"p50 {_f(a['p50'])}  p95 {_f(a['p95'])}  p99 {_f(a['p99'])}  "
-                  f"max {_f(a['max'])}")
+            print(
+                f"  added over each message's own LLM call ({own['matched']} matched): "
+                f"p50 {_f(a['p50'])}  p95 {_f(a['p95'])}  p99 {_f(a['p99'])}  "
+                f"max {_f(a['max'])}"
+            )
         for src, b in (r.get("e2e_ms_by_source") or {}).items():
-            print(f"  end-to-end latency of {src}-decided messages ({b['n']}) ms: p50 "
-                  f"{_f(b['p50'])}  p95 {_f(b['p95'])}  p99 {_f(b['p99'])}  max {_f(b['max'])}")
+            print(
+                f"  end-to-end latency of {src}-decided messages ({b['n']}) ms: p50 "
+                f"{_f(b['p50'])}  p95 {_f(b['p95'])}  p99 {_f(b['p99'])}  max {_f(b['max'])}"
+            )
         w = r.get("worker_latency_ms")
         if w:
             o = r["outside_worker_ms"]
-            print(f"  in-worker (receipt to verdict built) ms: p50 {_f(w['p50'])}  "
-                  f"p99 {_f(w['p99'])}; outside it (queue, prefetch buffer, publish, "
-                  f"delivery) p50 {_f(o['p50'])}  p99 {_f(o['p99'])}")
+            print(
+                f"  in-worker (receipt to verdict built) ms: p50 {_f(w['p50'])}  "
+                f"p99 {_f(w['p99'])}; outside it (queue, prefetch buffer, publish, "
+                f"delivery) p50 {_f(o['p50'])}  p99 {_f(o['p99'])}"
+            )
     if "llm_calls_per_msg" in r:
-        print(f"  LLM calls per message: {_f(r['llm_calls_per_msg'], 4)} "
-              f"({_f(r['llm_calls_total'], 0)} calls)")
-        print(f"  tokens per message: prompt {_f(r['prompt_tokens_per_msg'])}, completion "
-              f"{_f(r['completion_tokens_per_msg'])}")
+        print(
+            f"  LLM calls per message: {_f(r['llm_calls_per_msg'], 4)} "
+            f"({_f(r['llm_calls_total'], 0)} calls)"
+        )
+        print(
+            f"  tokens per message: prompt {_f(r['prompt_tokens_per_msg'])}, completion "
+            f"{_f(r['completion_tokens_per_msg'])}"
+        )
         if "prompt_tokens_per_llm_msg" in r:
-            print(f"  tokens per LLM-classified message: prompt "
-                  f"{_f(r['prompt_tokens_per_llm_msg'])}, completion "
-                  f"{_f(r['completion_tokens_per_llm_msg'])}")
-        print(f"  cost per 1,000 messages (gpt-4o-mini): ${_f(r['cost_per_1k_usd'], 4)}"
-              + (f" (per 1,000 LLM-classified: ${_f(r['cost_per_1k_llm_usd'], 4)})"
-                 if "cost_per_1k_llm_usd" in r else ""))
+            print(
+                f"  tokens per LLM-classified message: prompt "
+                f"{_f(r['prompt_tokens_per_llm_msg'])}, completion "
+                f"{_f(r['completion_tokens_per_llm_msg'])}"
+            )
+        print(
+            f"  cost per 1,000 messages (gpt-4o-mini): ${_f(r['cost_per_1k_usd'], 4)}"
+            + (
+                f" (per 1,000 LLM-classified: ${_f(r['cost_per_1k_llm_usd'], 4)})"
+                if "cost_per_1k_llm_usd" in r
+                else ""
+            )
+        )
     server = r.get("llm_server")
     if server:
-        print(f"  the LLM counted: {server['requests']} requests, {server['prompt_tokens']:,} "
-              f"prompt and {server['completion_tokens']:,} completion tokens"
-              + (f"; per LLM-classified message: prompt "
-                 f"{_f(server['prompt_tokens_per_llm_msg'])}, completion "
-                 f"{_f(server['completion_tokens_per_llm_msg'], 2)}, requests "
-                 f"{_f(server['requests_per_llm_msg'], 4)}"
-                 if "prompt_tokens_per_llm_msg" in server else "")
-              + f"; ${_f(server['cost_per_1k_usd'], 4)} per 1,000 messages at gpt-4o-mini "
-              "prices")
-    print("  decided by: " + ", ".join(f"{k} {v:.1%}" for k, v in r["share"].items())
-          + (f" (fallbacks: {r['fallbacks']})" if "fallbacks" in r else ""))
+        print(
+            f"  the LLM counted: {server['requests']} requests, {server['prompt_tokens']:,} "
+            f"prompt and {server['completion_tokens']:,} completion tokens"
+            + (
+                f"; per LLM-classified message: prompt "
+                f"{_f(server['prompt_tokens_per_llm_msg'])}, completion "
+                f"{_f(server['completion_tokens_per_llm_msg'], 2)}, requests "
+                f"{_f(server['requests_per_llm_msg'], 4)}"
+                if "prompt_tokens_per_llm_msg" in server
+                else ""
+            )
+            + f"; ${_f(server['cost_per_1k_usd'], 4)} per 1,000 messages at gpt-4o-mini "
+            "prices"
+        )
+    print(
+        "  decided by: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in r["share"].items())
+        + (f" (fallbacks: {r['fallbacks']})" if "fallbacks" in r else "")
+    )
     if "cpu_ms_per_msg" in r:
         c = r["cpu_ms_per_msg"]
-        print(f"  worker CPU per message: {_f(r['worker_cpu_ms_per_msg'], 3)} ms "
-              f"({_f(r['cpu_s'].get('workers'), 2)} CPU s)")
-        print("  other CPU per message ms: " + ", ".join(
-            f"{k} {_f(v, 3)}" for k, v in c.items() if k not in ("workers", "host_busy")))
-        print(f"  host: {_f(r.get('host_busy_cores'), 2)} of {os.cpu_count()} cores busy, "
-              f"{_f(r.get('others_busy_cores'), 2)} by processes outside this benchmark")
+        print(
+            f"  worker CPU per message: {_f(r['worker_cpu_ms_per_msg'], 3)} ms "
+            f"({_f(r['cpu_s'].get('workers'), 2)} CPU s)"
+        )
+        print(
+            "  other CPU per message ms: "
+            + ", ".join(
+                f"{k} {_f(v, 3)}" for k, v in c.items() if k not in ("workers", "host_busy")
+            )
+        )
+        print(
+            f"  host: {_f(r.get('host_busy_cores'), 2)} of {os.cpu_count()} cores busy, "
+            f"{_f(r.get('others_busy_cores'), 2)} by processes outside this benchmark"
+        )
     if r.get("peak_rss_mb"):
-        print("  peak RSS per worker process (VmHWM) MB: "
-              + ", ".join(_f(v) for v in r["peak_rss_mb"]))
+        print(
+            "  peak RSS per worker process (VmHWM) MB: "
+            + ", ".join(_f(v) for v in r["peak_rss_mb"])
+        )
 
 
 # -- profiling (optional) ----------------------------------------------------------------
+
 
 class Profiler:
     """py-spy (--gil) and per-thread CPU of each worker, for a window inside a phase."""
@@ -721,15 +897,25 @@ class Profiler:
         self.result = {
             "seconds": elapsed,
             "thread_cpu_s": {pid: c.stop() for pid, c in cpu.items()},
-            "profiles": {pid: _profile.summarise(self.out_dir / f"worker-{pid}.txt")
-                         for pid in self.pids
-                         if (self.out_dir / f"worker-{pid}.txt").exists()},
+            "profiles": {
+                pid: _profile.summarise(self.out_dir / f"worker-{pid}.txt")
+                for pid in self.pids
+                if (self.out_dir / f"worker-{pid}.txt").exists()
+            },
         }
 
 
-_KEY_CALLS = ("Completions.create", "Channel._basic_publish", "Message.ack",
-              "Channel.message_to_python", "ThreadPoolExecutor.submit", "BaseModel.",
-              "Connection.drain_events (kombu", "Hub.call_soon", "Hub.fire_timers")
+_KEY_CALLS = (
+    "Completions.create",
+    "Channel._basic_publish",
+    "Message.ack",
+    "Channel.message_to_python",
+    "ThreadPoolExecutor.submit",
+    "BaseModel.",
+    "Connection.drain_events (kombu",
+    "Hub.call_soon",
+    "Hub.fire_timers",
+)
 
 
 def print_profile(result: dict[str, Any]) -> None:
@@ -738,10 +924,15 @@ def print_profile(result: dict[str, Any]) -> None:
     print(f"\n== worker profile ({result['seconds']:.1f} s window; py-spy --gil) ==")
     for pid, threads in result["thread_cpu_s"].items():
         total = sum(t["user"] + t["system"] for t in threads.values()) or 1.0
-        print(f"  worker {pid}: {total:.2f} CPU s = {total / result['seconds']:.2f} cores; "
-              + ", ".join(f"{k} {t['user'] + t['system']:.2f} s "
-                          f"({(t['user'] + t['system']) / total:.0%}, sys {t['system']:.2f})"
-                          for k, t in threads.items() if t["user"] + t["system"] > 0.005))
+        print(
+            f"  worker {pid}: {total:.2f} CPU s = {total / result['seconds']:.2f} cores; "
+            + ", ".join(
+                f"{k} {t['user'] + t['system']:.2f} s "
+                f"({(t['user'] + t['system']) / total:.0%}, sys {t['system']:.2f})"
+                for k, t in threads.items()
+                if t["user"] + t["system"] > 0.005
+            )
+        )
     for pid, prof in result["profiles"].items():
         if not prof:
             continue
@@ -759,6 +950,7 @@ def print_profile(result: dict[str, Any]) -> None:
 
 # -- main -------------------------------------------------------------------------------
 
+
 def naive_prompt_tokens(texts: list[str]) -> float:
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))
     from bench.naive import SYSTEM_PROMPT, user_content
@@ -771,74 +963,146 @@ def naive_prompt_tokens(texts: list[str]) -> float:
 def _tree_state(src: Path) -> str:
     """Commit and uncommitted changes of the worker tree, to say what was measured."""
     try:
-        head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if head.returncode != 0:
             return f"{src} (not a git checkout)"
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "worker"],
-                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "worker"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
         changed = [line[3:] for line in dirty if line.strip()]
         return f"{src} @ {head.stdout.strip()}" + (
-            f" + uncommitted {', '.join(changed)}" if changed else "")
+            f" + uncommitted {', '.join(changed)}" if changed else ""
+        )
     except (OSError, subprocess.SubprocessError):
         return str(src)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--messages", type=int, default=20000,
-                   help="throughput phase size (0: no throughput phase; give --latency-rate)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="publish rate of the throughput phase, msg/s (0: as fast as possible)")
-    p.add_argument("--in-flight", type=int, default=8000,
-                   help="throughput phase: a closed loop, publishing while fewer than this "
-                        "many requests are unanswered (0: publish them all at once, and "
-                        "the phase measures how fast the workers drain a full queue); it "
-                        "must exceed rate x latency (Little's law): 1,000 msg/s with "
-                        "verdicts taking 2-4 s under load needs several thousand")
-    p.add_argument("--latency-rate", type=float, default=300.0,
-                   help="rate of the latency phase (0: 50%% of the measured throughput)")
-    p.add_argument("--latency-seconds", type=float, default=20.0,
-                   help="length of the latency phase")
-    p.add_argument("--llm-timing", choices=("real", "fixed", "instant"), default="real",
-                   help="the simulated LLM's timing: a real model's (default), a fixed "
-                        "latency whatever the reply's length, or none")
+    p.add_argument(
+        "--messages",
+        type=int,
+        default=20000,
+        help="throughput phase size (0: no throughput phase; give --latency-rate)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="publish rate of the throughput phase, msg/s (0: as fast as possible)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=8000,
+        help="throughput phase: a closed loop, publishing while fewer than this "
+        "many requests are unanswered (0: publish them all at once, and "
+        "the phase measures how fast the workers drain a full queue); it "
+        "must exceed rate x latency (Little's law): 1,000 msg/s with "
+        "verdicts taking 2-4 s under load needs several thousand",
+    )
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=300.0,
+        help="rate of the latency phase (0: 50%% of the measured throughput)",
+    )
+    p.add_argument(
+        "--latency-seconds", type=float, default=20.0, help="length of the latency phase"
+    )
+    p.add_argument(
+        "--llm-timing",
+        choices=("real", "fixed", "instant"),
+        default="real",
+        help="the simulated LLM's timing: a real model's (default), a fixed "
+        "latency whatever the reply's length, or none",
+    )
     p.add_argument("--ttft-ms", type=float, default=600.0, help="real: median first token")
     p.add_argument("--ttft-sigma", type=float, default=0.25, help="real: its lognormal sigma")
     p.add_argument("--token-ms", type=float, default=15.0, help="real: per output token")
-    p.add_argument("--prefill-ms-per-1k", type=float, default=40.0,
-                   help="real: per 1,000 prompt tokens")
+    p.add_argument(
+        "--prefill-ms-per-1k", type=float, default=40.0, help="real: per 1,000 prompt tokens"
+    )
     p.add_argument("--latency-ms", type=float, default=300.0, help="fixed: the latency")
     p.add_argument("--jitter-ms", type=float, default=50.0, help="fixed: its jitter (+/-)")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--connections", type=int, default=2, help="producer connections")
     p.add_argument("--warmup", type=int, default=500, help="unreported warm-up messages")
-    p.add_argument("--naive-messages", type=int, default=24,
-                   help="the naive design writes ~100 output tokens a message: ~2 s each")
+    p.add_argument(
+        "--naive-messages",
+        type=int,
+        default=24,
+        help="the naive design writes ~100 output tokens a message: ~2 s each",
+    )
     p.add_argument("--naive-processes", type=int, default=2)
-    p.add_argument("--allow-repeats", action="store_true",
-                   help="send the dataset texts as they are (the verdict cache will hit)")
-    p.add_argument("--redis", metavar="URL", default=None,
-                   help="give the workers a shared Redis cache (MODERATION_REDIS_URL)")
-    p.add_argument("--worker-env", metavar="KEY=VALUE", action="append", default=[],
-                   help="extra worker environment, e.g. MODERATION_BATCH_SIZE=32")
-    p.add_argument("--worker-src", metavar="DIR", type=Path, default=ROOT,
-                   help="run the workers from this source tree (A/B of a proposed change)")
-    p.add_argument("--fake-src", metavar="DIR", type=Path, default=None,
-                   help="run the simulated LLM from this tree (default: --worker-src)")
+    p.add_argument(
+        "--allow-repeats",
+        action="store_true",
+        help="send the dataset texts as they are (the verdict cache will hit)",
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="give the workers a shared Redis cache (MODERATION_REDIS_URL)",
+    )
+    p.add_argument(
+        "--worker-env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="extra worker environment, e.g. MODERATION_BATCH_SIZE=32",
+    )
+    p.add_argument(
+        "--worker-src",
+        metavar="DIR",
+        type=Path,
+        default=ROOT,
+        help="run the workers from this source tree (A/B of a proposed change)",
+    )
+    p.add_argument(
+        "--fake-src",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="run the simulated LLM from this tree (default: --worker-src)",
+    )
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-fast", action="store_true", help="only the naive design")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--keep-logs", action="store_true", help="print where the logs are")
-    p.add_argument("--profile", metavar="DIR", type=Path, default=None,
-                   help="py-spy the workers during the throughput phase (needs py-spy)")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="py-spy the workers during the throughput phase (needs py-spy)",
+    )
     p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--json", metavar="PATH", help="write every number here as JSON")
-    p.add_argument("--wait-quiet", metavar="CORES", type=float, default=0.0,
-                   help="before each phase, wait until other processes use fewer cores")
+    p.add_argument(
+        "--wait-quiet",
+        metavar="CORES",
+        type=float,
+        default=0.0,
+        help="before each phase, wait until other processes use fewer cores",
+    )
     p.add_argument("--wait-quiet-max", metavar="S", type=float, default=300.0)
-    p.add_argument("--dump", metavar="DIR", type=Path, default=None,
-                   help="write each verdict's timings here, one JSON line per message")
+    p.add_argument(
+        "--dump",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="write each verdict's timings here, one JSON line per message",
+    )
     args = p.parse_args(argv)
     global DUMP_DIR, QUIET
     DUMP_DIR = args.dump
@@ -851,17 +1115,26 @@ def main(argv: list[str] | None = None) -> int:
         extra_env["MODERATION_REDIS_URL"] = args.redis
         extra_env.setdefault("MODERATION_CACHE_TTL_S", "900")
     texts = load_texts()
-    feed = Feed(texts, unique=not args.allow_repeats,
-                base=random.randrange(1, 10**6) * 10**6 if args.redis else 0)
+    feed = Feed(
+        texts,
+        unique=not args.allow_repeats,
+        base=random.randrange(1, 10**6) * 10**6 if args.redis else 0,
+    )
     results: dict[str, Any] = {
-        "config": {**{k: v for k, v in vars(args).items() if k != "json"},
-                   "cpus": os.cpu_count(), "worker_env": extra_env},
+        "config": {
+            **{k: v for k, v in vars(args).items() if k != "json"},
+            "cpus": os.cpu_count(),
+            "worker_env": extra_env,
+        },
     }
     results["config"]["worker_tree"] = _tree_state(args.worker_src.resolve())
     print(f"worker source: {results['config']['worker_tree']}", flush=True)
     speed = results["config"]["python_ns_per_loop"] = _proc.python_speed()
-    print(f"machine speed: {speed:.1f} ns per iteration of a fixed Python loop (lower is "
-          "faster; this shared VM's speed varies: compare runs by it)", flush=True)
+    print(
+        f"machine speed: {speed:.1f} ns per iteration of a fixed Python loop (lower is "
+        "faster; this shared VM's speed varies: compare runs by it)",
+        flush=True,
+    )
     lost = 0
     tp_texts: list[str] = []
     beam = _proc.find_pids("beam.smp")
@@ -875,22 +1148,40 @@ def main(argv: list[str] | None = None) -> int:
 
             with Connection(broker_url) as conn:  # the contract's queues and exchanges
                 topology.declare_all(conn.default_channel, Settings(broker_url=broker_url))
-            llm_proc, llm_url = start_fake_llm(fake_llm_flags(args), tmp,
-                                               (args.fake_src or args.worker_src).resolve())
-            print(f"vhost {vhost}; simulated LLM {llm_url}: {describe_timing(args)}; "
-                  f"logs in {tmp}", flush=True)
+            llm_proc, llm_url = start_fake_llm(
+                fake_llm_flags(args), tmp, (args.fake_src or args.worker_src).resolve()
+            )
+            print(
+                f"vhost {vhost}; simulated LLM {llm_url}: {describe_timing(args)}; logs in {tmp}",
+                flush=True,
+            )
 
             if not args.skip_fast:
-                workers = start_workers(args.workers, broker_url, llm_url, tmp, extra_env,
-                                        args.worker_src.resolve())
-                watch = Watch({"workers": [w.pid for w in workers], "fake_llm": [llm_proc.pid],
-                               "rabbitmq": beam})
-                print(f"{args.workers} worker process(es) ready: "
-                      f"{[w.pid for w in workers]}", flush=True)
+                workers = start_workers(
+                    args.workers, broker_url, llm_url, tmp, extra_env, args.worker_src.resolve()
+                )
+                watch = Watch(
+                    {
+                        "workers": [w.pid for w in workers],
+                        "fake_llm": [llm_proc.pid],
+                        "rabbitmq": beam,
+                    }
+                )
+                print(
+                    f"{args.workers} worker process(es) ready: {[w.pid for w in workers]}",
+                    flush=True,
+                )
                 if args.warmup:
-                    r = run_phase("warm-up", broker_url,
-                                  request_bodies("w-", feed.take(args.warmup)), rate=0,
-                                  connections=1, watch=watch, timeout_s=120, prefix="w-")
+                    r = run_phase(
+                        "warm-up",
+                        broker_url,
+                        request_bodies("w-", feed.take(args.warmup)),
+                        rate=0,
+                        connections=1,
+                        watch=watch,
+                        timeout_s=120,
+                        prefix="w-",
+                    )
                     if r["lost"]:
                         raise HarnessError(f"warm-up lost {r['lost']} messages")
                 n = args.messages
@@ -900,18 +1191,31 @@ def main(argv: list[str] | None = None) -> int:
                     if args.profile is not None:
                         if not _profile.available():
                             raise HarnessError("--profile needs py-spy (pip install py-spy)")
-                        profiler = Profiler([w.pid for w in workers], args.profile, 3.0,
-                                            args.profile_seconds)
+                        profiler = Profiler(
+                            [w.pid for w in workers], args.profile, 3.0, args.profile_seconds
+                        )
                     tp_texts = feed.take(n)
                     in_flight = 0 if args.rate else args.in_flight
-                    mode = (f"at {args.rate:,.0f} msg/s" if args.rate else
-                            f"closed loop, <= {in_flight:,} unanswered" if in_flight else
-                            "a full queue drained")
-                    r = run_phase(f"throughput ({mode})", broker_url,
-                                  request_bodies("tp-", tp_texts), rate=args.rate,
-                                  connections=args.connections, watch=watch,
-                                  timeout_s=max(180.0, n / 100), prefix="tp-", on_start=profiler,
-                                  in_flight=in_flight, llm_url=llm_url)
+                    mode = (
+                        f"at {args.rate:,.0f} msg/s"
+                        if args.rate
+                        else f"closed loop, <= {in_flight:,} unanswered"
+                        if in_flight
+                        else "a full queue drained"
+                    )
+                    r = run_phase(
+                        f"throughput ({mode})",
+                        broker_url,
+                        request_bodies("tp-", tp_texts),
+                        rate=args.rate,
+                        connections=args.connections,
+                        watch=watch,
+                        timeout_s=max(180.0, n / 100),
+                        prefix="tp-",
+                        on_start=profiler,
+                        in_flight=in_flight,
+                        llm_url=llm_url,
+                    )
                     r["mode"] = mode
                     if profiler is not None:
                         r["profile"] = profiler.result
@@ -927,13 +1231,23 @@ def main(argv: list[str] | None = None) -> int:
                         raise HarnessError("--messages 0 needs --latency-rate")
                     count = max(int(rate * args.latency_seconds), 100)
                     lat_texts = feed.take(count)
-                    tags = ({f"lat-{i}": int(t.rsplit(" #", 1)[1])
-                             for i, t in enumerate(lat_texts)} if feed.unique else None)
-                    r = run_phase(f"latency at {rate:,.0f} msg/s", broker_url,
-                                  request_bodies("lat-", lat_texts), rate=rate,
-                                  connections=1, watch=watch,
-                                  timeout_s=args.latency_seconds + 120, prefix="lat-",
-                                  llm_url=llm_url if _has_stats(llm_url) else None, tags=tags)
+                    tags = (
+                        {f"lat-{i}": int(t.rsplit(" #", 1)[1]) for i, t in enumerate(lat_texts)}
+                        if feed.unique
+                        else None
+                    )
+                    r = run_phase(
+                        f"latency at {rate:,.0f} msg/s",
+                        broker_url,
+                        request_bodies("lat-", lat_texts),
+                        rate=rate,
+                        connections=1,
+                        watch=watch,
+                        timeout_s=args.latency_seconds + 120,
+                        prefix="lat-",
+                        llm_url=llm_url if _has_stats(llm_url) else None,
+                        tags=tags,
+                    )
                     r["rate"] = rate
                     r["sustained"] = r.get("msg_s_first_to_last", 0.0) >= 0.95 * rate
                     r["peak_rss_mb"] = [_proc.peak_rss_mb(w.pid) for w in workers]
@@ -942,11 +1256,13 @@ def main(argv: list[str] | None = None) -> int:
                         r["added_ms"] = {k: v - args.latency_ms for k, v in e.items()}
                     results["latency"] = r
                     lost += r["lost"]
-                    print_phase(r, latency_ms=args.latency_ms
-                                if args.llm_timing == "fixed" else None)
+                    print_phase(
+                        r, latency_ms=args.latency_ms if args.llm_timing == "fixed" else None
+                    )
                 results["queues_after"] = queue_depths(
-                    broker_url, ["moderation.requests", "moderation.dead",
-                                 "moderation.verdicts.unrouted"])
+                    broker_url,
+                    ["moderation.requests", "moderation.dead", "moderation.verdicts.unrouted"],
+                )
                 for w in workers:
                     _stop(w)
 
@@ -958,15 +1274,35 @@ def main(argv: list[str] | None = None) -> int:
                 def send(request: dict[str, Any]) -> None:
                     naive_app.send_task(TASK_NAME, args=[request], queue=TASK_QUEUE)
 
-                watch = Watch({"workers": [naive.pid], "fake_llm": [llm_proc.pid],
-                               "rabbitmq": beam})
-                run_phase("naive warm-up", broker_url, None, rate=0, connections=1,
-                          watch=watch, timeout_s=60, send_naive=send,
-                          naive_texts=feed.take(4), prefix="nw-")
+                watch = Watch(
+                    {"workers": [naive.pid], "fake_llm": [llm_proc.pid], "rabbitmq": beam}
+                )
+                run_phase(
+                    "naive warm-up",
+                    broker_url,
+                    None,
+                    rate=0,
+                    connections=1,
+                    watch=watch,
+                    timeout_s=60,
+                    send_naive=send,
+                    naive_texts=feed.take(4),
+                    prefix="nw-",
+                )
                 n = args.naive_messages
-                r = run_phase("naive", broker_url, None, rate=0, connections=1, watch=watch,
-                              timeout_s=10 * n + 60, send_naive=send,
-                              naive_texts=feed.take(n), prefix="nv-", llm_url=llm_url)
+                r = run_phase(
+                    "naive",
+                    broker_url,
+                    None,
+                    rate=0,
+                    connections=1,
+                    watch=watch,
+                    timeout_s=10 * n + 60,
+                    send_naive=send,
+                    naive_texts=feed.take(n),
+                    prefix="nv-",
+                    llm_url=llm_url,
+                )
                 r["peak_rss_mb"] = [_proc.peak_rss_mb(pid) for pid in _proc.tree(naive.pid)]
                 results["naive"] = r
                 lost += r["lost"]
@@ -997,8 +1333,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_logs:
         print(f"logs: {tmp}")
     if lost:
-        print(f"\nFAIL: {lost} message(s) got no verdict within the phase timeout "
-              f"(queues after the run: {results.get('queues_after')})", file=sys.stderr)
+        print(
+            f"\nFAIL: {lost} message(s) got no verdict within the phase timeout "
+            f"(queues after the run: {results.get('queues_after')})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -1017,21 +1356,32 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         row("fallbacks (throughput + latency phases)", fallbacks, "0", fallbacks == 0)
     if tp:
         v = tp.get("msg_s_steady")
-        row(f"throughput msg/s (steady, {tp.get('mode', '')})", v, f">= {TARGET_MSG_S:,.0f}",
-            v is not None and v >= TARGET_MSG_S)
+        row(
+            f"throughput msg/s (steady, {tp.get('mode', '')})",
+            v,
+            f">= {TARGET_MSG_S:,.0f}",
+            v is not None and v >= TARGET_MSG_S,
+        )
     if tp and naive and naive.get("msg_s_first_to_last"):
         v = tp["msg_s_steady"] / naive["msg_s_first_to_last"]
         row("speed-up over naive, same timing (x)", v, "(printed)", None)
-    server, naive_server = (tp or {}).get("llm_server") or {}, (naive or {}).get(
-        "llm_server") or {}
+    server, naive_server = (tp or {}).get("llm_server") or {}, (naive or {}).get("llm_server") or {}
     v = server.get("completion_tokens_per_llm_msg")
     if v is not None:
-        row("completion tokens per LLM-classified message", v,
-            f"<= {TARGET_COMPLETION_PER_LLM_MSG:g}", v <= TARGET_COMPLETION_PER_LLM_MSG)
+        row(
+            "completion tokens per LLM-classified message",
+            v,
+            f"<= {TARGET_COMPLETION_PER_LLM_MSG:g}",
+            v <= TARGET_COMPLETION_PER_LLM_MSG,
+        )
     if server.get("prompt_tokens_per_llm_msg") and naive_server.get("prompt_tokens_per_llm_msg"):
         v = server["prompt_tokens_per_llm_msg"] / naive_server["prompt_tokens_per_llm_msg"]
-        row("prompt tokens per LLM message vs naive (ratio)", v, "<= 0.333",
-            v <= TARGET_PROMPT_RATIO)
+        row(
+            "prompt tokens per LLM message vs naive (ratio)",
+            v,
+            "<= 0.333",
+            v <= TARGET_PROMPT_RATIO,
+        )
     if server.get("cost_per_1k_usd") is not None and naive_server.get("cost_per_1k_usd"):
         v = server["cost_per_1k_usd"] / naive_server["cost_per_1k_usd"]
         row("cost per 1,000 messages vs naive (ratio)", v, "<= 0.2", v <= TARGET_COST_RATIO)
@@ -1040,23 +1390,37 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         by = lat.get("e2e_ms_by_source") or {}
         llm, rules = by.get("llm"), by.get("rules")
         if llm:
-            row(f"LLM-decided e2e p50 s at {lat['rate']:,.0f} msg/s{note}", llm["p50"] / 1000,
-                f"<= {TARGET_LLM_P50_S:g}", llm["p50"] / 1000 <= TARGET_LLM_P50_S)
-            row(f"LLM-decided e2e p99 s at {lat['rate']:,.0f} msg/s{note}", llm["p99"] / 1000,
-                f"<= {TARGET_LLM_P99_S:g}", llm["p99"] / 1000 <= TARGET_LLM_P99_S)
+            row(
+                f"LLM-decided e2e p50 s at {lat['rate']:,.0f} msg/s{note}",
+                llm["p50"] / 1000,
+                f"<= {TARGET_LLM_P50_S:g}",
+                llm["p50"] / 1000 <= TARGET_LLM_P50_S,
+            )
+            row(
+                f"LLM-decided e2e p99 s at {lat['rate']:,.0f} msg/s{note}",
+                llm["p99"] / 1000,
+                f"<= {TARGET_LLM_P99_S:g}",
+                llm["p99"] / 1000 <= TARGET_LLM_P99_S,
+            )
         if rules:
-            row(f"rules-decided e2e p99 ms, same run ({rules['n']} msgs)", rules["p99"],
-                f"<= {TARGET_RULES_P99_MS:g}", rules["p99"] <= TARGET_RULES_P99_MS)
+            row(
+                f"rules-decided e2e p99 ms, same run ({rules['n']} msgs)",
+                rules["p99"],
+                f"<= {TARGET_RULES_P99_MS:g}",
+                rules["p99"] <= TARGET_RULES_P99_MS,
+            )
     if tp:
         v = tp.get("worker_cpu_ms_per_msg")
         row("worker CPU ms/msg (throughput phase)", v, "(printed)", None)
         peaks = [x for x in tp.get("peak_rss_mb", []) if x is not None]
         row("peak RSS MB per worker", max(peaks) if peaks else None, "(printed)", None)
     if naive and tp:
-        print(f"\nnaive design, same simulated LLM: {_f(naive.get('msg_s_first_to_last'), 2)} "
-              f"msg/s; per message: {_f(naive_server.get('prompt_tokens_per_llm_msg'))} prompt "
-              f"and {_f(naive_server.get('completion_tokens_per_llm_msg'))} completion tokens, "
-              f"${_f(naive_server.get('cost_per_1k_usd'), 4)} per 1,000")
+        print(
+            f"\nnaive design, same simulated LLM: {_f(naive.get('msg_s_first_to_last'), 2)} "
+            f"msg/s; per message: {_f(naive_server.get('prompt_tokens_per_llm_msg'))} prompt "
+            f"and {_f(naive_server.get('completion_tokens_per_llm_msg'))} completion tokens, "
+            f"${_f(naive_server.get('cost_per_1k_usd'), 4)} per 1,000"
+        )
     if rows:
         print("\n== targets ==")
         for name, r in rows.items():

@@ -41,10 +41,21 @@ def main() -> None:
 
     port = _free_port()
     fake = subprocess.Popen(
-        [sys.executable, "-m", "worker.testing.fake_llm", "--port", str(port),
-         "--latency-ms", "0", "--jitter-ms", "0"],
-        cwd=args.src, env={**os.environ, "PYTHONPATH": str(args.src.resolve())},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "worker.testing.fake_llm",
+            "--port",
+            str(port),
+            "--latency-ms",
+            "0",
+            "--jitter-ms",
+            "0",
+        ],
+        cwd=args.src,
+        env={**os.environ, "PYTHONPATH": str(args.src.resolve())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_port(port)
@@ -94,40 +105,64 @@ def run(args: argparse.Namespace) -> None:
 
     n = args.messages
     bodies = [
-        json.dumps({"metadata": {"t": 1.0}, "id": f"s-{i}", "text": text},
-                   ensure_ascii=False, separators=(",", ":")).encode()
+        json.dumps(
+            {"metadata": {"t": 1.0}, "id": f"s-{i}", "text": text},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
         for i, text in enumerate(unique_texts(load_texts(), n))
     ]
     settings = Settings(cache_size=100_000)
     pipeline = build_pipeline(settings)
-    envelopes = [Envelope(body=b, content_type="application/json", content_encoding="utf-8")
-                 for b in bodies]
+    envelopes = [
+        Envelope(body=b, content_type="application/json", content_encoding="utf-8") for b in bodies
+    ]
     # warm lazy state (tokenizer, automata, char tables) before timing
     for e in envelopes[:50]:
         pipeline.prepare(e)
     results: dict[str, float] = {}
     print(f"worker source: {args.src.resolve()}; {n} messages, batch {args.batch}")
     requests = []
-    _cpu("validate (JSON + pydantic)", n,
-         lambda: requests.extend(validate(e, settings) for e in envelopes), results)
+    _cpu(
+        "validate (JSON + pydantic)",
+        n,
+        lambda: requests.extend(validate(e, settings) for e in envelopes),
+        results,
+    )
     all_views = []
     _cpu("normalise.views", n, lambda: all_views.extend(views(r.text) for r in requests), results)
     engine = pipeline.policies.current.for_tenant(None).engine
-    _cpu("rules.match (given views)", n,
-         lambda: [engine.match(r.text, v) for r, v in zip(requests, all_views, strict=True)],
-         results)
+    _cpu(
+        "rules.match (given views)",
+        n,
+        lambda: [engine.match(r.text, v) for r, v in zip(requests, all_views, strict=True)],
+        results,
+    )
     from worker._prompt import truncate
     from worker.cache import cache_key
 
-    _cpu("truncate (tiktoken when len(text) > token_budget)", n,
-         lambda: [truncate(r.text, settings.token_budget) for r in requests], results)
-    _cpu("cache_key (blake2b)", n,
-         lambda: [cache_key("m", "v", v[0], r.context) for r, v in zip(requests, all_views,
-                                                                        strict=True)], results)
+    _cpu(
+        "truncate (tiktoken when len(text) > token_budget)",
+        n,
+        lambda: [truncate(r.text, settings.token_budget) for r in requests],
+        results,
+    )
+    _cpu(
+        "cache_key (blake2b)",
+        n,
+        lambda: [
+            cache_key("m", "v", v[0], r.context) for r, v in zip(requests, all_views, strict=True)
+        ],
+        results,
+    )
     pipeline2 = build_pipeline(settings)
     outcomes: list = []
-    _cpu("Pipeline.prepare (all local stages)", n,
-         lambda: outcomes.extend(pipeline2.prepare(e) for e in envelopes), results)
+    _cpu(
+        "Pipeline.prepare (all local stages)",
+        n,
+        lambda: outcomes.extend(pipeline2.prepare(e) for e in envelopes),
+        results,
+    )
     if args.cprofile:
         import cProfile
         import pstats
@@ -146,15 +181,28 @@ def run(args: argparse.Namespace) -> None:
     from worker.models import Source, Usage
 
     verdicts = []
-    _cpu("verdict: Pipeline._scored_verdict", m, lambda: verdicts.extend(
-        pipeline2._scored_verdict(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini")
-        for pd in pendings), results)
-    _cpu("verdict: verdict_message (model_dump_json, routing key)", m,
-         lambda: [verdict_message(v, settings) for v in verdicts], results)
-    batches = [pendings[i:i + args.batch] for i in range(0, len(pendings), args.batch)]
-    _cpu("user_message (prompt lines) per message", m,
-         lambda: [user_message([(p.llm_text, p.request.context) for p in b]) for b in batches],
-         results)
+    _cpu(
+        "verdict: Pipeline._scored_verdict",
+        m,
+        lambda: verdicts.extend(
+            pipeline2._scored_verdict(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini")
+            for pd in pendings
+        ),
+        results,
+    )
+    _cpu(
+        "verdict: verdict_message (model_dump_json, routing key)",
+        m,
+        lambda: [verdict_message(v, settings) for v in verdicts],
+        results,
+    )
+    batches = [pendings[i : i + args.batch] for i in range(0, len(pendings), args.batch)]
+    _cpu(
+        "user_message (prompt lines) per message",
+        m,
+        lambda: [user_message([(p.llm_text, p.request.context) for p in b]) for b in batches],
+        results,
+    )
     classifier = pipeline2.classifier
     assert classifier is not None
     calls = batches[: args.llm_calls]
@@ -168,12 +216,18 @@ def run(args: argparse.Namespace) -> None:
     results["llm call (openai client + parse), per call"] = per_call
     results["llm call, per message"] = per_call / args.batch
     print(f"  {'llm call (openai client + parse_reply), per call':<58} {per_call:8.4f} ms/call")
-    print(f"  {'llm call, per message (batch ' + str(args.batch) + ')':<58} "
-          f"{per_call / args.batch:8.4f} ms/msg")
-    complete_batches = batches[args.llm_calls: args.llm_calls * 2] or batches
+    print(
+        f"  {'llm call, per message (batch ' + str(args.batch) + ')':<58} "
+        f"{per_call / args.batch:8.4f} ms/msg"
+    )
+    complete_batches = batches[args.llm_calls : args.llm_calls * 2] or batches
     cnt = sum(len(b) for b in complete_batches)
-    _cpu("Pipeline.complete (cache + LLM + verdicts), per message", cnt,
-         lambda: [pipeline2.complete(b) for b in complete_batches], results)
+    _cpu(
+        "Pipeline.complete (cache + LLM + verdicts), per message",
+        cnt,
+        lambda: [pipeline2.complete(b) for b in complete_batches],
+        results,
+    )
     print("(process CPU time of this process only; the simulated LLM runs in its own)")
 
 

@@ -38,8 +38,9 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def _cpu_per_call(fn: Callable[[], None], gap: Callable[[float], None] | None,
-                  gap_s: float, count: int) -> tuple[float, float]:
+def _cpu_per_call(
+    fn: Callable[[], None], gap: Callable[[float], None] | None, gap_s: float, count: int
+) -> tuple[float, float]:
     """CPU seconds per ``fn()`` call, and per gap, when each call is followed by a gap."""
     clock = time.process_time
     in_fn = in_gap = 0.0
@@ -64,14 +65,17 @@ def main() -> None:
     from worker.settings import Settings
     from worker.validate import Envelope
 
-    bodies = [json.dumps({"id": f"m{i}", "text": text}).encode()
-              for i, text in enumerate(unique_texts(load_texts(), args.messages * 2))]
+    bodies = [
+        json.dumps({"id": f"m{i}", "text": text}).encode()
+        for i, text in enumerate(unique_texts(load_texts(), args.messages * 2))
+    ]
     pipeline = build_pipeline(Settings())
     feed = iter(bodies)
 
     def one() -> None:
-        pipeline.prepare(Envelope(body=next(feed), content_type="application/json",
-                                  content_encoding="utf-8"))
+        pipeline.prepare(
+            Envelope(body=next(feed), content_type="application/json", content_encoding="utf-8")
+        )
 
     print(f"machine speed: {_proc.python_speed():.1f} ns per iteration of a fixed Python loop")
     for _ in range(200):  # warm: lazy tables, caches of the normaliser and tokenizer
@@ -87,8 +91,11 @@ def main() -> None:
             per_msg, per_gap = _cpu_per_call(one, gap, gap_ms / 1000, n)
             per_msg -= clock_cost
             extra = f"; the sleep itself {per_gap * 1e6:.1f} us" if name == "slept" else ""
-            print(f"  {gap_ms:4g} ms {name} after each: {per_msg * 1e6:7.1f} us per message "
-                  f"({per_msg / tight:4.1f}x{extra})")
+            print(
+                f"  {gap_ms:4g} ms {name} after each: {per_msg * 1e6:7.1f} us per message "
+                f"({per_msg / tight:4.1f}x{extra})"
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -62,9 +62,20 @@ def fake_llm(_fake_llm_server: FakeLLM) -> FakeLLM:
     with state.lock:
         state.faults.clear()
         state.fault_rates.clear()
-        for name in ("ttft_ms", "ttft_sigma", "prefill_ms_per_1k", "token_ms", "rpm", "tpm",
-                     "slots", "context_tokens", "error_style", "gullible", "timeout_s",
-                     "stall_s"):
+        for name in (
+            "ttft_ms",
+            "ttft_sigma",
+            "prefill_ms_per_1k",
+            "token_ms",
+            "rpm",
+            "tpm",
+            "slots",
+            "context_tokens",
+            "error_style",
+            "gullible",
+            "timeout_s",
+            "stall_s",
+        ):
             setattr(state, name, getattr(fresh, name))
         state.timing = "instant"  # tests that want a model's timing set it
         state.latency_ms = state.jitter_ms = 0.0
@@ -86,8 +97,11 @@ def make_pipeline(fake_llm: FakeLLM) -> Callable[..., Pipeline]:
 
     def make(**overrides: object) -> Pipeline:
         options: dict[str, object] = {
-            "openai_base_url": fake_llm.base_url, "openai_api_key": "test-key",
-            "llm_deadline_s": 5.0, "breaker_reset_s": 0.5, "prices": GPT_4O_MINI_PRICES,
+            "openai_base_url": fake_llm.base_url,
+            "openai_api_key": "test-key",
+            "llm_deadline_s": 5.0,
+            "breaker_reset_s": 0.5,
+            "prices": GPT_4O_MINI_PRICES,
             **overrides,
         }
         return build_pipeline(Settings(**options))  # type: ignore[arg-type]
@@ -123,9 +137,24 @@ class WorkerProcess:
         env = {**self.env, "MODERATION_HEALTH_FILE": str(self.health)}
         self.health.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", self.name,
-             "--without-mingle", "--without-gossip", "-l", "INFO"],
-            cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "-n",
+                self.name,
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()

@@ -12,9 +12,15 @@ from worker.testing.fake_llm import answered_scores
 
 
 def make_classifier(fake_llm, **overrides) -> Classifier:
-    options = {"openai_base_url": fake_llm.base_url, "openai_api_key": "k",
-               "llm_deadline_s": 5.0, "llm_timeout_s": 2.0, "breaker_fail_max": 3,
-               "breaker_reset_s": 30.0, **overrides}
+    options = {
+        "openai_base_url": fake_llm.base_url,
+        "openai_api_key": "k",
+        "llm_deadline_s": 5.0,
+        "llm_timeout_s": 2.0,
+        "breaker_fail_max": 3,
+        "breaker_reset_s": 30.0,
+        **overrides,
+    }
     return Classifier(Settings(**options))
 
 
@@ -26,8 +32,12 @@ def classifier(request, fake_llm) -> Classifier:
 expected = answered_scores
 
 
-ITEMS = [("you idiot", None), ("nice day", "parent: hi"), ("i will kill you", None),
-         ("lovely weather", None)]
+ITEMS = [
+    ("you idiot", None),
+    ("nice day", "parent: hi"),
+    ("i will kill you", None),
+    ("lovely weather", None),
+]
 
 
 def test_a_batch_is_one_call_and_each_item_gets_its_own_scores(classifier, fake_llm):
@@ -57,8 +67,7 @@ def test_a_partial_answer_asks_only_the_missing_item_again(classifier, fake_llm)
 
 
 @pytest.mark.parametrize("fault", ["malformed", "truncated"])
-def test_a_broken_reply_keeps_its_complete_entries_and_asks_the_rest(classifier, fake_llm,
-                                                                     fault):
+def test_a_broken_reply_keeps_its_complete_entries_and_asks_the_rest(classifier, fake_llm, fault):
     fake_llm.inject(fault)
     result = classifier.classify(ITEMS)
     assert result.scores == [expected(t) for t, _ in ITEMS]
@@ -130,8 +139,9 @@ def test_timeouts_are_retried_within_the_deadline(classifier, fake_llm):
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_a_stalled_endpoint_is_given_up_within_the_deadline(fake_llm, stream):
     fake_llm.state.stall_s = 30
-    classifier = make_classifier(fake_llm, llm_expected_ttft_ms=100, llm_deadline_s=2.0,
-                                 llm_stream=stream)
+    classifier = make_classifier(
+        fake_llm, llm_expected_ttft_ms=100, llm_deadline_s=2.0, llm_stream=stream
+    )
     fake_llm.inject("stall", "stall", "stall", "stall")
     started = time.monotonic()
     result = classifier.classify([("hello", None)])
@@ -167,10 +177,10 @@ def test_a_saturated_endpoint_gets_fewer_calls_not_a_breaker_trip(fake_llm):
     comes late, the call limit comes down, and every item is still answered."""
     import threading
 
-    fake_llm.state.control({"timing": "real", "ttft_ms": 100, "ttft_sigma": 0.0,
-                            "token_ms": 2, "slots": 1})
-    classifier = make_classifier(fake_llm, llm_timeout_s=20.0, llm_deadline_s=30.0,
-                                 concurrency=12)
+    fake_llm.state.control(
+        {"timing": "real", "ttft_ms": 100, "ttft_sigma": 0.0, "token_ms": 2, "slots": 1}
+    )
+    classifier = make_classifier(fake_llm, llm_timeout_s=20.0, llm_deadline_s=30.0, concurrency=12)
     classifier.limit.limit = 12.0  # as if it had grown against a faster endpoint
     results = []
 

@@ -12,8 +12,15 @@ from .conftest import ROOT
 
 def run(args: list[str], stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODERATION_"))}
-    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=ROOT, input=stdin,
-                          capture_output=True, text=True, env={**base, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=120,
+    )
 
 
 def test_moderate_the_example_file_without_llm():
@@ -32,8 +39,13 @@ def test_moderate_the_example_file_without_llm():
 
 def test_moderate_reads_stdin_and_uses_the_llm_when_configured(fake_llm):
     stdin = '{"id": "a", "text": "what an idiot"}\n{"id": "b", "text": "hello"}\n'
-    result = run(["moderate"], stdin=stdin, OPENAI_BASE_URL=fake_llm.base_url,
-                 OPENAI_API_KEY="k", TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"])
+    result = run(
+        ["moderate"],
+        stdin=stdin,
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="k",
+        TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"],
+    )
     assert result.returncode == 0, result.stderr
     a, b = (json.loads(line) for line in result.stdout.splitlines())
     assert (a["source"], b["source"]) == ("llm", "llm")
@@ -42,28 +54,38 @@ def test_moderate_reads_stdin_and_uses_the_llm_when_configured(fake_llm):
 
 
 def test_fallback_action_is_configurable():
-    result = run(["moderate", "-"], stdin='{"id": "a", "text": "hmm"}\n',
-                 MODERATION_FALLBACK_ACTION="allow")
+    result = run(
+        ["moderate", "-"], stdin='{"id": "a", "text": "hmm"}\n', MODERATION_FALLBACK_ACTION="allow"
+    )
     assert json.loads(result.stdout)["action"] == "allow"
 
 
 def test_logs_do_not_contain_message_text(fake_llm):
     secret = "my very private sentence"
-    result = run(["moderate"], stdin=json.dumps({"id": "a", "text": secret}) + "\n",
-                 OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-secret-key",
-                 MODERATION_LOG_LEVEL="DEBUG")
+    result = run(
+        ["moderate"],
+        stdin=json.dumps({"id": "a", "text": secret}) + "\n",
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="sk-secret-key",
+        MODERATION_LOG_LEVEL="DEBUG",
+    )
     assert secret not in result.stderr and "sk-secret-key" not in result.stderr
 
 
 def test_moderate_runs_batches_concurrently_at_a_models_speed(fake_llm, tmp_path):
     """400 texts at gpt-4o-mini's timing: many calls at once, not one batch after another."""
     fake_llm.state.control({"timing": "real", "ttft_ms": 600, "token_ms": 15})
-    lines = "".join(json.dumps({"id": str(n), "text": f"ordinary message {n}"}) + "\n"
-                    for n in range(400))
+    lines = "".join(
+        json.dumps({"id": str(n), "text": f"ordinary message {n}"}) + "\n" for n in range(400)
+    )
     path = tmp_path / "in.jsonl"
     path.write_text(lines)
-    result = run(["moderate", str(path)], OPENAI_BASE_URL=fake_llm.base_url,
-                 OPENAI_API_KEY="k", TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"])
+    result = run(
+        ["moderate", str(path)],
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="k",
+        TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"],
+    )
     assert result.returncode == 0, result.stderr
     verdicts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [v["id"] for v in verdicts] == [str(n) for n in range(400)]  # input order
@@ -76,9 +98,12 @@ def test_eval_compares_batch_sizes(fake_llm, tmp_path):
     from .conftest import DATASET
 
     report = tmp_path / "sweep.json"
-    result = run(["eval", str(DATASET), "--batch-size", "1,8", "--limit", "40", "--json",
-                  str(report)], OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="k",
-                 TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"])
+    result = run(
+        ["eval", str(DATASET), "--batch-size", "1,8", "--limit", "40", "--json", str(report)],
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="k",
+        TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"],
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(report.read_text())
     assert [r["batch_size"] for r in rows] == [1, 8]

@@ -13,7 +13,10 @@ from .conftest import ROOT
 def test_kubernetes_manifests_validate_and_carry_the_current_policy():
     result = subprocess.run(
         [sys.executable, "docker/k8s/validate.py", "--require-default-policy"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 errors" in result.stdout
@@ -28,7 +31,10 @@ def test_validation_fails_on_a_broken_manifest(tmp_path):
     deployment.write_text(deployment.read_text().replace("livenessProbe", "livenesProbe"))
     result = subprocess.run(
         [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
 
@@ -60,11 +66,15 @@ def test_autoscaling_watches_every_queue_the_worker_consumes(tmp_path):
     broken = tmp_path / "k8s"
     shutil.copytree(ROOT / "docker" / "k8s", broken)
     keda = broken / "keda.yaml"
-    keda.write_text(keda.read_text().replace("queueName: moderation.deferred",
-                                             "queueName: moderation.other"))
+    keda.write_text(
+        keda.read_text().replace("queueName: moderation.deferred", "queueName: moderation.other")
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "no rabbitmq trigger on 'moderation.deferred'" in result.stdout

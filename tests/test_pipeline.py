@@ -34,8 +34,14 @@ def test_one_llm_call_per_micro_batch_and_cache_hits_after(make_pipeline, fake_l
 def test_texts_in_other_scripts_never_share_cached_scores(make_pipeline, fake_llm):
     # The rules' canonical form keeps only Latin letters; the cache key must not.
     pipeline = make_pipeline()
-    texts = ["我要杀了你", "今天天气很好", "Я тебя убью", "Я тебя люблю",
-             "I love you 🔪", "I love you ❤"]
+    texts = [
+        "我要杀了你",
+        "今天天气很好",
+        "Я тебя убью",
+        "Я тебя люблю",
+        "I love you 🔪",
+        "I love you ❤",
+    ]
     verdicts = pipeline.run([env(id=str(n), text=t) for n, t in enumerate(texts)])
     assert [v.source for v in verdicts] == [Source.LLM] * len(texts)
     assert fake_llm.state.items == len(texts)
@@ -47,8 +53,9 @@ def test_identical_texts_in_flight_cost_one_call(make_pipeline, fake_llm):
     pending = [pipeline.prepare(env(id=str(n), text="the same words")) for n in range(6)]
     assert all(isinstance(p, Pending) for p in pending)
     results: list[object] = []
-    threads = [threading.Thread(target=lambda p=p: results.extend(pipeline.complete([p])))
-               for p in pending]
+    threads = [
+        threading.Thread(target=lambda p=p: results.extend(pipeline.complete([p]))) for p in pending
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -47,7 +47,9 @@ def test_decide_takes_the_most_severe_category(tmp_path):
     action, flagged = decide(scores, thresholds)
     assert action is Action.BLOCK and flagged["hate"] and flagged["sexual/minors"]
     assert decide(dict.fromkeys(CATEGORIES, 0.0), thresholds) == (
-        Action.ALLOW, dict.fromkeys(CATEGORIES, False))
+        Action.ALLOW,
+        dict.fromkeys(CATEGORIES, False),
+    )
 
 
 def test_tenants_inherit_and_override(tmp_path):
@@ -70,8 +72,11 @@ def test_version_follows_meaning_not_formatting(tmp_path):
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
-        ("rules:\n  - id: ok\n    action: block\n    words: [x]\n  - id: bad\n    action: nuke\n"
-         "    words: [y]\n", ":6 (rule bad): rules.1.action"),
+        (
+            "rules:\n  - id: ok\n    action: block\n    words: [x]\n  - id: bad\n    action: nuke\n"
+            "    words: [y]\n",
+            ":6 (rule bad): rules.1.action",
+        ),
         ("rules:\n  - id: r1\n    action: block\n", "(rule r1)"),
         ("rules:\n  - id: r2\n    action: block\n    regex: ['(unclosed']\n", "does not compile"),
         ("thresholds:\n  hateful: {block: 0.5}\n", "thresholds.hateful"),
@@ -115,5 +120,8 @@ def test_shadow_policy_is_recorded_not_enforced(tmp_path, pipeline_without_llm):
     assert verdict.action == "review" and verdict.source == "fallback"  # enforced: base
     [verdict] = pipeline_without_llm.run([Envelope(b'{"id": "2", "text": "i will hurt you"}')])
     assert verdict.action == "block"
-    assert verdict.shadow == {"policy_version": policy.shadow.version, "action": None,
-                              "rule_ids": []}
+    assert verdict.shadow == {
+        "policy_version": policy.shadow.version,
+        "action": None,
+        "rule_ids": [],
+    }

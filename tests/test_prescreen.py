@@ -84,18 +84,35 @@ def test_clears_most_ordinary_text(engines):
     assert not engine._prescreen.could_fire("See you at the Scunthorpe match, 7pm!")
 
 
-@pytest.mark.parametrize("text", [
-    "\u202eflesruoy llik",  # shown as "kill yourself"
-    "go \u202eflesruoy llik\u202c now",
-    "k\u200by\u200bs", "a.s.s", "kyyyys", "what an @ss", "kÿs", "𝐤𝐲𝐬", "ｋｙｓ", "k y s",
-    # an invisible character the views drop before spaced letters: a version looked
-    # for it only after a letter, and its second look did not join "k|y|s"
-    "\u202ck|y|s", "\u2069K|Y|S",
-    "🔪k y s", "我k.y.s",  # a symbol or another script's letter right before them
-    "kill yøurself", "KILL YØURSELF", "ᴋɪʟʟ yourself",  # Latin letters NFKD keeps whole
-    "k🙂y🙂s", "k 🔪 y 🔪 s", "café k🙂y🙂s",  # emoji between spaced-out letters
-    "🇰🇾🇸", "go 🇰🇾🇸 now",  # the letters flags are made of
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u202eflesruoy llik",  # shown as "kill yourself"
+        "go \u202eflesruoy llik\u202c now",
+        "k\u200by\u200bs",
+        "a.s.s",
+        "kyyyys",
+        "what an @ss",
+        "kÿs",
+        "𝐤𝐲𝐬",
+        "ｋｙｓ",
+        "k y s",
+        # an invisible character the views drop before spaced letters: a version looked
+        # for it only after a letter, and its second look did not join "k|y|s"
+        "\u202ck|y|s",
+        "\u2069K|Y|S",
+        "🔪k y s",
+        "我k.y.s",  # a symbol or another script's letter right before them
+        "kill yøurself",
+        "KILL YØURSELF",
+        "ᴋɪʟʟ yourself",  # Latin letters NFKD keeps whole
+        "k🙂y🙂s",
+        "k 🔪 y 🔪 s",
+        "café k🙂y🙂s",  # emoji between spaced-out letters
+        "🇰🇾🇸",
+        "go 🇰🇾🇸 now",  # the letters flags are made of
+    ],
+)
 def test_sends_every_disguise_down_the_full_path(engines, text):
     engine, full = engines[1]
     assert full.match(text).matches, text  # the disguises the normaliser undoes
@@ -113,18 +130,118 @@ def test_reading_only_merges_bytes_and_keeps_breaks_breaks():
 
 
 # Text built from pieces of terms and every kind of disguise the normaliser undoes.
-_PIECES = st.sampled_from([
-    "ass", "a", "s", "k", "y", "kys", "kill", "yourself", "you", "suck", "crap", "scam",
-    "phobe", "bit", "ly", "send", "1", "btc", "1488", "free", "viagra", "v1agra", "0",
-    "shoot", "up", "the", "school", "minor", "he said", "lollipop", "devil", "hills",
-    "@", "$", "!", "|", "+", "4", "5", "3", "7", "8", "9", "6",
-    " ", "  ", ".", "-", "*", "_", ",", "/", "~", ":", ";", "\n", "'", '"',
-    "\u200b", "\u200d", "\u00ad", "\u0301", "\ufe0f", "\u202e", "\u202c", "\x00",
-    "é", "ä", "ß", "ſ", "о", "а", "у", "ѕ", "і", "ｋ", "ｙ", "ｓ", "𝐤", "ⓨ", "ꜱ", "…", "\u00a0",
-    "KYS", "Ass", "YOU", "我", "🔪", "ss", "sss", "uuu", "lll", "SsS", "5$s", "$$$", "000",
-    "1l1", "!!!", "xxx", "Uu",
-    "syk", "flesruoy", "llik", "uoy", "kcus", "\u202e", "\u202e", "\u2069",
-])
+_PIECES = st.sampled_from(
+    [
+        "ass",
+        "a",
+        "s",
+        "k",
+        "y",
+        "kys",
+        "kill",
+        "yourself",
+        "you",
+        "suck",
+        "crap",
+        "scam",
+        "phobe",
+        "bit",
+        "ly",
+        "send",
+        "1",
+        "btc",
+        "1488",
+        "free",
+        "viagra",
+        "v1agra",
+        "0",
+        "shoot",
+        "up",
+        "the",
+        "school",
+        "minor",
+        "he said",
+        "lollipop",
+        "devil",
+        "hills",
+        "@",
+        "$",
+        "!",
+        "|",
+        "+",
+        "4",
+        "5",
+        "3",
+        "7",
+        "8",
+        "9",
+        "6",
+        " ",
+        "  ",
+        ".",
+        "-",
+        "*",
+        "_",
+        ",",
+        "/",
+        "~",
+        ":",
+        ";",
+        "\n",
+        "'",
+        '"',
+        "\u200b",
+        "\u200d",
+        "\u00ad",
+        "\u0301",
+        "\ufe0f",
+        "\u202e",
+        "\u202c",
+        "\x00",
+        "é",
+        "ä",
+        "ß",
+        "ſ",
+        "о",
+        "а",
+        "у",
+        "ѕ",
+        "і",
+        "ｋ",
+        "ｙ",
+        "ｓ",
+        "𝐤",
+        "ⓨ",
+        "ꜱ",
+        "…",
+        "\u00a0",
+        "KYS",
+        "Ass",
+        "YOU",
+        "我",
+        "🔪",
+        "ss",
+        "sss",
+        "uuu",
+        "lll",
+        "SsS",
+        "5$s",
+        "$$$",
+        "000",
+        "1l1",
+        "!!!",
+        "xxx",
+        "Uu",
+        "syk",
+        "flesruoy",
+        "llik",
+        "uoy",
+        "kcus",
+        "\u202e",
+        "\u202e",
+        "\u2069",
+    ]
+)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,7 +257,8 @@ def test_repeats_mixed_with_leet_go_down_the_full_path(text):
     # "x1000" reads "xiooo", squeezed "xio"; the "000" touches the letter only through
     # the leet "1" (a version missed that). Leet among a run ("fo0ool") needs the
     # database whose letters may repeat: squeezing raw bytes cannot stand for it.
-    engine = RulesEngine(parse_policy("rules:\n  - {id: w, action: block, words: [xio, fol]}\n",
-                                      "runs.yaml"))
+    engine = RulesEngine(
+        parse_policy("rules:\n  - {id: w, action: block, words: [xio, fol]}\n", "runs.yaml")
+    )
     assert unscreened(engine).match(text).matches, text
     assert engine._prescreen.could_fire(text)

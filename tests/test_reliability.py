@@ -120,10 +120,20 @@ class Collector:
                     channel = conn.channel()
                     verdict_queue, dead_queue = self._queues()
                     consumers = [
-                        Consumer(channel, [verdict_queue], on_message=self._on_verdict,
-                                 prefetch_count=2000, no_ack=False),
-                        Consumer(channel, [dead_queue], on_message=self._on_dead,
-                                 prefetch_count=500, no_ack=False),
+                        Consumer(
+                            channel,
+                            [verdict_queue],
+                            on_message=self._on_verdict,
+                            prefetch_count=2000,
+                            no_ack=False,
+                        ),
+                        Consumer(
+                            channel,
+                            [dead_queue],
+                            on_message=self._on_dead,
+                            prefetch_count=500,
+                            no_ack=False,
+                        ),
                     ]
                     for consumer in consumers:
                         consumer.consume()
@@ -155,8 +165,9 @@ class Collector:
         body = message.body if isinstance(message.body, bytes) else message.body.encode()
         record = Dead(
             body=body,
-            reason=_text(headers.get("x-moderation-reason")
-                         or headers.get("x-first-death-reason") or ""),
+            reason=_text(
+                headers.get("x-moderation-reason") or headers.get("x-first-death-reason") or ""
+            ),
             error=_text(headers.get("x-moderation-error") or ""),
             headers=headers,
             request_id=_request_id(body),
@@ -277,8 +288,13 @@ class Producer:
         self._interval = 0.0
         self._next_at = 0.0
 
-    def publish(self, items: list[Outgoing], rate: float | None = None,
-                window: int = 500, deadline_s: float = 120.0) -> set[str]:
+    def publish(
+        self,
+        items: list[Outgoing],
+        rate: float | None = None,
+        window: int = 500,
+        deadline_s: float = 120.0,
+    ) -> set[str]:
         """Publish until every item is confirmed (or ``deadline_s``); ``rate`` per second."""
         todo: deque[Outgoing] = deque(items)
         deadline = time.monotonic() + deadline_s
@@ -298,8 +314,9 @@ class Producer:
                 time.sleep(0.3)
         return set(self.confirmed)
 
-    def _session(self, todo: deque[Outgoing], unconfirmed: dict[int, Outgoing],
-                 window: int, deadline: float) -> None:
+    def _session(
+        self, todo: deque[Outgoing], unconfirmed: dict[int, Outgoing], window: int, deadline: float
+    ) -> None:
         """One connection's worth of publishing; raises when the connection drops."""
         returned: set[str] = set()
 
@@ -325,7 +342,8 @@ class Producer:
             channel.events["basic_nack"].add(lambda t, m: settle(t, m, False))
             channel.events["basic_return"].add(
                 lambda exc, ex, rk, msg: returned.add(
-                    _text(msg.application_headers.get("x-test-key", "")))
+                    _text(msg.application_headers.get("x-test-key", ""))
+                )
             )
             tag = 0
             while (todo or unconfirmed) and time.monotonic() < deadline:
@@ -333,16 +351,25 @@ class Producer:
                     if self._interval and time.monotonic() < self._next_at:
                         break
                     item = todo.popleft()
-                    props = {"content_type": "application/json", "content_encoding": "utf-8",
-                             **item.properties}
+                    props = {
+                        "content_type": "application/json",
+                        "content_encoding": "utf-8",
+                        **item.properties,
+                    }
                     props = {k: v for k, v in props.items() if v is not None}
                     tag += 1
                     unconfirmed[tag] = item
                     self.attempts += 1
                     channel.basic_publish(
-                        amqp.Message(item.body, delivery_mode=2,
-                                     application_headers={"x-test-key": item.key}, **props),
-                        exchange="", routing_key=self.queue, mandatory=True,
+                        amqp.Message(
+                            item.body,
+                            delivery_mode=2,
+                            application_headers={"x-test-key": item.key},
+                            **props,
+                        ),
+                        exchange="",
+                        routing_key=self.queue,
+                        mandatory=True,
                     )
                     self._next_at = max(self._next_at + self._interval, time.monotonic() - 0.1)
                 with suppress(TimeoutError):
@@ -365,8 +392,19 @@ def queue_counts(broker_url: str, queue: str = "moderation.requests") -> str:
     """``ready+unacked`` of a queue: tells "still waiting in the broker" from "gone"."""
     vhost = broker_url.rsplit("/", 1)[1] or "/"
     result = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready",
-         "messages_unacknowledged"], capture_output=True, text=True, timeout=60,
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     for line in result.stdout.splitlines():
         parts = line.split()
@@ -390,9 +428,7 @@ def summary(name: str, ids: set[str], col: Collector, **extra: Any) -> tuple[int
         total_dead = len(col.dead)
     resolved = {i for i in ids if by_id.get(i) or dead.get(i)}
     lost = ids - resolved
-    duplicates = sum(
-        max(len(by_id.get(i, [])) + len(dead.get(i, [])) - 1, 0) for i in ids
-    )
+    duplicates = sum(max(len(by_id.get(i, [])) + len(dead.get(i, [])) - 1, 0) for i in ids)
     redelivered = sum(1 for i in ids for v in by_id.get(i, []) if v.redelivered)
     line = (
         f"RELIABILITY scenario={name} requests={len(ids)} verdicts={total_verdicts} "
@@ -417,7 +453,8 @@ def assert_none_lost(lost: set[str]) -> None:
 def assert_repeats_flagged(ids: set[str], col: Collector) -> None:
     """At most one copy of a request's verdict may say ``redelivered: false``."""
     unflagged = {
-        i: len(vs) for i in ids
+        i: len(vs)
+        for i in ids
         if len(vs := col.by_id.get(i, [])) > 1 and sum(not v.redelivered for v in vs) > 1
     }
     assert not unflagged, f"repeated verdicts without redelivered=true: {unflagged}"
@@ -488,8 +525,9 @@ def publish_and_collect(
     return text_of, elapsed
 
 
-def test_kill_9_twice_loses_nothing(start_worker, collector: Collector, llm: FakeLLM,
-                                    broker_url: str):
+def test_kill_9_twice_loses_nothing(
+    start_worker, collector: Collector, llm: FakeLLM, broker_url: str
+):
     total = 3000
     llm.state.control({"timing": "real", "ttft_ms": 75, "token_ms": 1.5})  # a fast model
     items = requests_for("k9", mixed_texts(total))
@@ -515,7 +553,11 @@ def test_kill_9_twice_loses_nothing(start_worker, collector: Collector, llm: Fak
     elapsed = time.monotonic() - started
     collector.settle()
     _, redelivered, lost = summary(
-        "kill9", ids, collector, broker_url=broker_url, kills_at=",".join(kills),
+        "kill9",
+        ids,
+        collector,
+        broker_url=broker_url,
+        kills_at=",".join(kills),
         seconds=round(elapsed, 1),
         llm_requests=llm.state.requests,
         sources=dict(Counter(v.source.value for v in collector.verdicts)),
@@ -532,13 +574,20 @@ def test_kill_9_twice_loses_nothing(start_worker, collector: Collector, llm: Fak
 # ---------------------------------------------------------------------------------------
 
 FAULT_RATES = {
-    "429": 0.04, "500": 0.04, "timeout": 0.02, "malformed": 0.05, "truncated": 0.04,
-    "refusal": 0.04, "missing": 0.05, "disconnect": 0.03,
+    "429": 0.04,
+    "500": 0.04,
+    "timeout": 0.02,
+    "malformed": 0.05,
+    "truncated": 0.04,
+    "refusal": 0.04,
+    "missing": 0.05,
+    "disconnect": 0.03,
 }
 
 
-def test_llm_faults_every_request_gets_a_sound_verdict(start_worker, collector: Collector,
-                                                        llm: FakeLLM, broker_url: str):
+def test_llm_faults_every_request_gets_a_sound_verdict(
+    start_worker, collector: Collector, llm: FakeLLM, broker_url: str
+):
     total = 1000
     state = llm.state
     state.control({"timing": "real", "ttft_ms": 30, "token_ms": 1})
@@ -552,8 +601,13 @@ def test_llm_faults_every_request_gets_a_sound_verdict(start_worker, collector: 
     ids = set(text_of)
     sources = Counter(v.source.value for v in collector.verdicts)
     duplicates, _, lost = summary(
-        "llm_faults", ids, collector, broker_url=broker_url, seconds=round(elapsed, 1),
-        llm_requests=state.requests, faults=dict(sorted(state.by_fault.items())),
+        "llm_faults",
+        ids,
+        collector,
+        broker_url=broker_url,
+        seconds=round(elapsed, 1),
+        llm_requests=state.requests,
+        faults=dict(sorted(state.by_fault.items())),
         sources=dict(sources),
     )
     assert_none_lost(lost)
@@ -591,7 +645,8 @@ def test_circuit_breaker_fails_fast_and_fallback_fails_closed(
     # a long reset so that no half-open trial call muddies the count.
     start_worker(MODERATION_BATCH_SIZE="1", MODERATION_BREAKER_RESET_S="120")
     texts = [
-        f"this is the underage content you asked for (#{n})" if n % 10 == 0
+        f"this is the underage content you asked for (#{n})"
+        if n % 10 == 0
         else f"{BENIGN[n % len(BENIGN)]} (#{n})"
         for n in range(total)
     ]
@@ -600,8 +655,13 @@ def test_circuit_breaker_fails_fast_and_fallback_fails_closed(
     latencies = sorted(v.latency_ms for v in collector.verdicts)
     circuit_open = sum("circuit open" in (v.reason or "") for v in collector.verdicts)
     _, _, lost = summary(
-        "circuit_breaker", ids, collector, broker_url=broker_url, seconds=round(elapsed, 1),
-        llm_requests=llm.state.requests, circuit_open=circuit_open,
+        "circuit_breaker",
+        ids,
+        collector,
+        broker_url=broker_url,
+        seconds=round(elapsed, 1),
+        llm_requests=llm.state.requests,
+        circuit_open=circuit_open,
         p50_latency_ms=round(statistics.median(latencies)) if latencies else None,
     )
     assert_none_lost(lost)
@@ -691,9 +751,15 @@ def test_broker_restart_mid_run_every_confirmed_request_gets_a_verdict(
     collector.settle(quiet_s=1.0)
     unconfirmed_with_verdict = len(collector.resolved(ids - confirmed))
     _, _, lost = summary(
-        "broker_restart", confirmed, collector, broker_url=broker_url, published=total,
-        confirmed=len(confirmed), republished=producer.republished,
-        confirmed_before_restart=confirmed_before, done_before_restart=before,
+        "broker_restart",
+        confirmed,
+        collector,
+        broker_url=broker_url,
+        published=total,
+        confirmed=len(confirmed),
+        republished=producer.republished,
+        confirmed_before_restart=confirmed_before,
+        done_before_restart=before,
         stop_app_s=outage.get("stop_s"),
         outage_s=outage.get("outage_s"),
         unconfirmed_but_verdict=unconfirmed_with_verdict,
@@ -719,8 +785,9 @@ def test_broker_restart_mid_run_every_confirmed_request_gets_a_verdict(
 # ---------------------------------------------------------------------------------------
 
 
-def _sigterm_run(start_worker, collector: Collector, llm: FakeLLM, broker_url: str,
-                 prefix: str) -> tuple[set[str], Any, dict[str, Any]]:
+def _sigterm_run(
+    start_worker, collector: Collector, llm: FakeLLM, broker_url: str, prefix: str
+) -> tuple[set[str], Any, dict[str, Any]]:
     total = 300
     llm.state.control({"timing": "real", "ttft_ms": 500, "token_ms": 15})  # gpt-4o-mini
     worker = start_worker()
@@ -738,15 +805,20 @@ def _sigterm_run(start_worker, collector: Collector, llm: FakeLLM, broker_url: s
     exit_s = time.monotonic() - sent
     collector.settle(quiet_s=0.5, timeout=5)
     by_first = len(collector.resolved(ids))
-    info = {"in_flight_at_sigterm": in_flight, "exit_code": code,
-            "exit_s": round(exit_s, 1), "finished_by_first_worker": by_first,
-            "left_inflight_logged": "shutdown_left_inflight" in worker.output()}
+    info = {
+        "in_flight_at_sigterm": in_flight,
+        "exit_code": code,
+        "exit_s": round(exit_s, 1),
+        "finished_by_first_worker": by_first,
+        "left_inflight_logged": "shutdown_left_inflight" in worker.output(),
+    }
     start_worker()
     return ids, worker, info
 
 
-def test_sigterm_with_work_in_flight_loses_nothing(start_worker, collector: Collector,
-                                                   llm: FakeLLM, broker_url: str):
+def test_sigterm_with_work_in_flight_loses_nothing(
+    start_worker, collector: Collector, llm: FakeLLM, broker_url: str
+):
     ids, _, info = _sigterm_run(start_worker, collector, llm, broker_url, "st")
     collector.wait_for(ids, timeout=30)
     collector.settle()
@@ -768,8 +840,7 @@ def test_sigterm_finishes_in_flight_work_within_the_grace_period(
     ids, _, info = _sigterm_run(start_worker, collector, llm, broker_url, "sg")
     collector.wait_for(ids, timeout=30)
     collector.settle()
-    _, redelivered, lost = summary("sigterm_grace", ids, collector, broker_url=broker_url,
-                                   **info)
+    _, redelivered, lost = summary("sigterm_grace", ids, collector, broker_url=broker_url, **info)
     assert not info["left_inflight_logged"], (
         "the worker logged shutdown_left_inflight: it returned in-flight messages instead "
         "of finishing them within the grace period"
@@ -865,12 +936,19 @@ def load_cases(group: str) -> list[Case]:
             bodies = [base64.b64decode(raw["body_b64"])]
         else:
             bodies = GENERATORS[raw["generator"]](**raw.get("args", {}))
-        cases.append(Case(
-            name=raw["name"], group=raw["group"], bodies=bodies,
-            properties=raw.get("properties", {}), expect=raw["expect"],
-            action=raw.get("action"), action_not=raw.get("action_not", []),
-            source=raw.get("source"), note=raw.get("note", ""),
-        ))
+        cases.append(
+            Case(
+                name=raw["name"],
+                group=raw["group"],
+                bodies=bodies,
+                properties=raw.get("properties", {}),
+                expect=raw["expect"],
+                action=raw.get("action"),
+                action_not=raw.get("action_not", []),
+                source=raw.get("source"),
+                note=raw.get("note", ""),
+            )
+        )
     return cases
 
 
@@ -888,8 +966,14 @@ def test_hostile_corpus_manifest_is_well_formed():
     assert len(bodies) == len(set(bodies)), "dead-letter cases are told apart by body"
 
 
-def _run_cases(cases: list[Case], collector: Collector, broker_url: str, worker: Any,
-               gullible: bool, scenario: str) -> list[str]:
+def _run_cases(
+    cases: list[Case],
+    collector: Collector,
+    broker_url: str,
+    worker: Any,
+    gullible: bool,
+    scenario: str,
+) -> list[str]:
     """Publish every case between two normal messages; return the problems found."""
     pid = worker.proc.pid
     items = [Outgoing("before", b'{"id": "h-before", "text": "good morning"}')]
@@ -924,8 +1008,13 @@ def _run_cases(cases: list[Case], collector: Collector, broker_url: str, worker:
     if worker.proc.poll() is not None or worker.proc.pid != pid:
         problems.append(f"the worker process exited (code {worker.proc.poll()})")
     log = worker.output()
-    for marker in ("receive_failed", "batch_failed", "prepare_failed", "RecursionError",
-                   "publish_callback_failed"):
+    for marker in (
+        "receive_failed",
+        "batch_failed",
+        "prepare_failed",
+        "RecursionError",
+        "publish_callback_failed",
+    ):
         if marker in log:
             problems.append(f"worker log has {marker}")
     by_body: dict[bytes, list[Dead]] = defaultdict(list)
@@ -936,8 +1025,10 @@ def _run_cases(cases: list[Case], collector: Collector, broker_url: str, worker:
         if not records:
             problems.append(f"{case.name}: no dead letter (expected {case.dead_reason})")
         elif {r.reason for r in records} != {case.dead_reason}:
-            problems.append(f"{case.name}: dead-lettered as {[r.reason for r in records]}, "
-                            f"expected {case.dead_reason} ({records[0].error[:100]})")
+            problems.append(
+                f"{case.name}: dead-lettered as {[r.reason for r in records]}, "
+                f"expected {case.dead_reason} ({records[0].error[:100]})"
+            )
         elif not all(r.error for r in records):
             problems.append(f"{case.name}: dead letter without an error detail")
     for body, records in by_body.items():
@@ -949,23 +1040,33 @@ def _run_cases(cases: list[Case], collector: Collector, broker_url: str, worker:
             continue
         for verdict in verdicts:
             if case.action and verdict.action != case.action:
-                problems.append(f"{case.name}: action {verdict.action.value}, "
-                                f"expected {case.action} ({verdict.source.value})")
+                problems.append(
+                    f"{case.name}: action {verdict.action.value}, "
+                    f"expected {case.action} ({verdict.source.value})"
+                )
             if verdict.action.value in case.action_not:
-                problems.append(f"{case.name}: action {verdict.action.value} "
-                                f"(source {verdict.source.value}, reason {verdict.reason!r})")
-            if case.source and verdict.source.value != case.source and not (
-                case.source == "llm" and verdict.source == "cache"
+                problems.append(
+                    f"{case.name}: action {verdict.action.value} "
+                    f"(source {verdict.source.value}, reason {verdict.reason!r})"
+                )
+            if (
+                case.source
+                and verdict.source.value != case.source
+                and not (case.source == "llm" and verdict.source == "cache")
             ):
-                problems.append(f"{case.name}: source {verdict.source.value}, "
-                                f"expected {case.source}")
+                problems.append(
+                    f"{case.name}: source {verdict.source.value}, expected {case.source}"
+                )
             if verdict.source in ("llm", "cache"):
                 problem = check_scored_verdict(verdict, text, gullible)
                 if problem:
                     problems.append(f"{case.name}: {problem}")
     lost = [rid for rid in wanted | {"h-after"} if not collector.by_id.get(rid)]
-    lost += [case.name for body, case in dead_bodies.items() if body not in
-             {d.body for d in collector.dead}]
+    lost += [
+        case.name
+        for body, case in dead_bodies.items()
+        if body not in {d.body for d in collector.dead}
+    ]
     duplicates = sum(max(len(collector.by_id.get(rid, [])) - 1, 0) for rid in wanted)
     print(
         f"\nRELIABILITY scenario={scenario} requests={len(items) + 1} "
@@ -980,16 +1081,16 @@ def _run_cases(cases: list[Case], collector: Collector, broker_url: str, worker:
     return problems
 
 
-def test_hostile_input_corpus(start_worker, collector: Collector, llm: FakeLLM,
-                              broker_url: str):
+def test_hostile_input_corpus(start_worker, collector: Collector, llm: FakeLLM, broker_url: str):
     cases = load_cases("input")
     worker = start_worker()
     problems = _run_cases(cases, collector, broker_url, worker, False, "hostile")
     assert not problems, "\n".join(problems)
 
 
-def test_prompt_injection_cannot_change_the_action(start_worker, collector: Collector,
-                                                    llm: FakeLLM, broker_url: str):
+def test_prompt_injection_cannot_change_the_action(
+    start_worker, collector: Collector, llm: FakeLLM, broker_url: str
+):
     """With a model that obeys injected instructions (gullible: all-zero scores when the
     text says "allow"), a real threat next to an injection must still not be allowed."""
     llm.state.gullible = True

@@ -73,7 +73,8 @@ def test_quoting_or_reporting_defers_a_block_to_the_llm(default: RulesEngine):
 
 
 def test_tenant_rules_replace_disable_and_inherit():
-    policy = parse_policy("""
+    policy = parse_policy(
+        """
 rules:
   - {id: a, action: block, words: [alpha]}
   - {id: b, action: block, words: [beta]}
@@ -82,7 +83,9 @@ tenants:
     disable: [b]
     rules:
       - {id: a, action: review, words: [alpha]}
-""", "p.yaml")
+""",
+        "p.yaml",
+    )
     tenant = RulesEngine(policy, policy.tenants["t"])
     assert tenant.match("alpha").action is Action.REVIEW
     assert tenant.match("beta").action is None
@@ -121,8 +124,10 @@ def test_innocent_corpus_is_never_blocked(default: RulesEngine):
 def test_rules_blocks_on_the_labelled_set_are_precise(pipeline_without_llm):
     report = evaluate(pipeline_without_llm, load(DATASET))
     block = report["rules_block"]
-    print(f"samples-1680: rules blocked {block['count']}, judged {block['judged']}, "
-          f"precision {block['precision']}")
+    print(
+        f"samples-1680: rules blocked {block['count']}, judged {block['judged']}, "
+        f"precision {block['precision']}"
+    )
     assert block["judged"] >= 3 and block["precision"] >= 0.95
 
 
@@ -134,8 +139,11 @@ def test_eval_command_reads_csv_and_writes_json(tmp_path: Path):
     csv_path.write_text("text,label\nI will kill you,1\nnice weather,0\ngo hang yourself,1\n")
     out = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "eval", str(csv_path), "--rules-only", "--json",
-         str(out)], capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "worker", "eval", str(csv_path), "--rules-only", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["overall"]["tp"] == 2 and report["overall"]["fp"] == 0

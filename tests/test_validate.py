@@ -18,8 +18,13 @@ def reason(body: bytes, **kw: str) -> DeadReason:
 
 
 def test_a_valid_request_round_trips():
-    request = validate(Envelope(b'{"id": "a", "text": "hi", "tenant": "t", "context": "c", '
-                                b'"metadata": {"k": [1, {"x": null}]}}'), SETTINGS)
+    request = validate(
+        Envelope(
+            b'{"id": "a", "text": "hi", "tenant": "t", "context": "c", '
+            b'"metadata": {"k": [1, {"x": null}]}}'
+        ),
+        SETTINGS,
+    )
     assert (request.id, request.text, request.tenant, request.context) == ("a", "hi", "t", "c")
     assert request.metadata == {"k": [1, {"x": None}]}
 
@@ -39,8 +44,10 @@ def test_a_valid_request_round_trips():
         (b'{"id": "a", "text": "b", "tenant": 3}', DeadReason.INVALID_FIELDS),
         (b'{"id": "a", "text": "b", "other": 3}', DeadReason.INVALID_FIELDS),
         (json.dumps({"id": "a", "text": "b" * 1001}).encode(), DeadReason.TEXT_TOO_LONG),
-        (json.dumps({"id": "a", "text": "b", "metadata": {"m": "x" * 600}}).encode(),
-         DeadReason.METADATA_TOO_LARGE),
+        (
+            json.dumps({"id": "a", "text": "b", "metadata": {"m": "x" * 600}}).encode(),
+            DeadReason.METADATA_TOO_LARGE,
+        ),
         (b'{"id": "a", "text": "\\udc00"}', DeadReason.INVALID_UNICODE),
         (b'{"id": "a\\ud800", "text": "b"}', DeadReason.INVALID_UNICODE),
         (b'{"id": "a", "text": "b", "metadata": {"n": 1e400}}', DeadReason.INVALID_JSON),

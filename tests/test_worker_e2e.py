@@ -30,10 +30,24 @@ BAD_INPUTS: list[tuple[bytes, dict[str, str], str]] = [
     (json.dumps({"id": "x8", "text": "y" * 40_000}).encode(), {}, "text_too_long"),
     (b'{"id": "x9", "text": "\\ud800 lone surrogate"}', {}, "invalid_unicode"),
     (b'{"id": "x10", "text": "zipped"}', {"content_encoding": "gzip"}, "unsupported_encoding"),
-    (json.dumps({"id": "x11", "text": "hi", "metadata": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
-        1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}).encode(), {}, "too_deep"),
-    (json.dumps({"id": "x12", "text": "hi", "metadata": {"blob": "z" * 20_000}}).encode(), {},
-     "metadata_too_large"),
+    (
+        json.dumps(
+            {
+                "id": "x11",
+                "text": "hi",
+                "metadata": {
+                    "a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+                },
+            }
+        ).encode(),
+        {},
+        "too_deep",
+    ),
+    (
+        json.dumps({"id": "x12", "text": "hi", "metadata": {"blob": "z" * 20_000}}).encode(),
+        {},
+        "metadata_too_large",
+    ),
 ]
 
 
@@ -129,12 +143,18 @@ def test_metrics_and_health(start_worker, client, tmp_path):
     assert 'moderation_dead_letters_total{reason="invalid_json"} 1.0' in text
     assert 'moderation_llm_requests_total{outcome="ok"} 1.0' in text
     assert 'moderation_stage_seconds_count{stage="end_to_end"}' in text
-    health = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
-                            env={**worker.env, "MODERATION_HEALTH_FILE": str(worker.health)})
+    health = subprocess.run(
+        [sys.executable, "-m", "worker", "health"],
+        capture_output=True,
+        env={**worker.env, "MODERATION_HEALTH_FILE": str(worker.health)},
+    )
     assert health.returncode == 0
     worker.stop()
-    missing = subprocess.run([sys.executable, "-m", "worker", "health"], capture_output=True,
-                             env={**worker.env, "MODERATION_HEALTH_FILE": str(tmp_path / "no")})
+    missing = subprocess.run(
+        [sys.executable, "-m", "worker", "health"],
+        capture_output=True,
+        env={**worker.env, "MODERATION_HEALTH_FILE": str(tmp_path / "no")},
+    )
     assert missing.returncode == 1
 
 
@@ -143,9 +163,13 @@ def test_a_stalled_llm_never_holds_back_what_the_rules_decide(start_worker, clie
     so the rules' verdicts behind it go out at once and the LLM's fall back later."""
     fake_llm.state.stall_s = 60
     fake_llm.state.fault_rates["stall"] = 1.0  # every call hangs: no first token, ever
-    start_worker(MODERATION_PREFETCH="60", MODERATION_LLM_MAX_PENDING="20",
-                 MODERATION_DEFERRED_PREFETCH="10", MODERATION_LLM_DEADLINE_S="4",
-                 MODERATION_LLM_EXPECTED_TTFT_MS="100")
+    start_worker(
+        MODERATION_PREFETCH="60",
+        MODERATION_LLM_MAX_PENDING="20",
+        MODERATION_DEFERRED_PREFETCH="10",
+        MODERATION_LLM_DEADLINE_S="4",
+        MODERATION_LLM_EXPECTED_TTFT_MS="100",
+    )
     llm_ids = [f"slow{n}" for n in range(150)]
     rules_ids = [f"fast{n}" for n in range(10)]
     with client.subscribe("#") as verdicts:

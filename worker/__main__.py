@@ -1,10 +1,10 @@
 """Command line: ``python -m worker <command>``.
 
-    moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
-    schemas [--check] write (or check) schemas/*.json from the models
-    health            exit 0 when this pod's worker is alive (for probes)
-    eval DATASET      precision/recall of the pipeline on a labelled set
-    bench             the throughput and token benchmark
+moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
+schemas [--check] write (or check) schemas/*.json from the models
+health            exit 0 when this pod's worker is alive (for probes)
+eval DATASET      precision/recall of the pipeline on a labelled set
+bench             the throughput and token benchmark
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def _moderate(args: argparse.Namespace) -> int:
     for number, outcome in zip(numbers, outcomes, strict=True):
         if isinstance(outcome, DeadLetter):
             dead += 1
-            record = {"dead_letter": outcome.reason.value, "line": number,
-                      "detail": outcome.detail}
+            record = {"dead_letter": outcome.reason.value, "line": number, "detail": outcome.detail}
             print(json.dumps(record), file=sys.stderr)
         else:
             out.write(outcome.model_dump_json() + "\n")
@@ -66,8 +65,14 @@ class _Progress:
 
             # disable=None: shown on a terminal, silent when stderr is a file or a pipe,
             # unless asked for explicitly
-            self._bar = tqdm(total=total, desc=label, unit="msg", file=sys.stderr,
-                             disable=None if show is None else not show, leave=False)
+            self._bar = tqdm(
+                total=total,
+                desc=label,
+                unit="msg",
+                file=sys.stderr,
+                disable=None if show is None else not show,
+                leave=False,
+            )
 
     def __call__(self, n: int) -> None:
         if self._bar is not None:
@@ -150,13 +155,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _progress_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar on stderr (default: on a terminal, long inputs)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: on a terminal, long inputs)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     moderate = commands.add_parser("moderate", help="moderate JSON Lines in-process")
     moderate.add_argument("file", nargs="?", help="JSON Lines file; '-' or nothing: stdin")
@@ -175,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--limit", type=int, default=0)
     evaluate.add_argument("--json", help="also write the report as JSON here")
     evaluate.add_argument(
-        "--batch-size", metavar="N,N,...",
+        "--batch-size",
+        metavar="N,N,...",
         help="compare batch sizes (e.g. 1,8,16,32): accuracy, cost and call latency of each",
     )
     _progress_flag(evaluate)

@@ -40,8 +40,7 @@ class QueueDepth:
         self.samples: list[tuple[int, int]] = [(0, 0), (0, 0)]
         self.socket: socket.socket | None = None  # the consumer connection's, once known
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="moderation-backlog",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="moderation-backlog", daemon=True)
 
     def backlogged(self, batch: int) -> bool:
         """More than a full batch waits in the queue, or the event loop is behind, at

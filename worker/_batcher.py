@@ -79,8 +79,7 @@ class Batcher(Generic[T]):
                 due = self._waiting[0][0] + self._wait_s()
                 if self.running >= self.eager_below and self._clock() < due:
                     return due
-            self._launch([self._waiting.popleft()[1] for _ in range(min(size,
-                                                                          len(self._waiting)))])
+            self._launch([self._waiting.popleft()[1] for _ in range(min(size, len(self._waiting)))])
         return None
 
     def finished(self) -> float | None:
@@ -94,8 +93,7 @@ class Batcher(Generic[T]):
             self._launch([self._alone.popleft()])
         while self._waiting:
             size = max(self._size(), 1)
-            self._launch([self._waiting.popleft()[1] for _ in range(min(size,
-                                                                          len(self._waiting)))])
+            self._launch([self._waiting.popleft()[1] for _ in range(min(size, len(self._waiting)))])
 
     def _launch(self, batch: list[T]) -> None:
         self.running += 1

@@ -56,8 +56,9 @@ class _Line:
         if self._moments is None:
             self._moments = point
             return
-        self._moments = [m + self.alpha * (p - m) for m, p in zip(self._moments, point,
-                                                                   strict=True)]
+        self._moments = [
+            m + self.alpha * (p - m) for m, p in zip(self._moments, point, strict=True)
+        ]
         mx, my, mxx, mxy = self._moments
         variance = mxx - mx * mx
         if variance > 0.25:  # the sizes differ enough to tell a slope from noise
@@ -175,8 +176,9 @@ class EndpointModel:
         quarter of it is still given to items, so a slow endpoint gets small batches
         rather than none.
         """
-        per_item = max(self._prefill.slope + max(self.tokens_per_item, 0.5) * self.token_s,
-                       self._slow_item_s)
+        per_item = max(
+            self._prefill.slope + max(self.tokens_per_item, 0.5) * self.token_s, self._slow_item_s
+        )
         for_items = max(budget_s - self.ttft_s - 4 * self.token_s, budget_s / 4)
         return max(1, min(largest, math.floor(for_items / per_item)))
 

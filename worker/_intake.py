@@ -74,8 +74,14 @@ class TaskDelivery:
 class Intake:
     """Receives requests on the loop thread and settles each once its outcome is out."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, publisher: Publisher,
-                 loop: Loop, backlogged: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        publisher: Publisher,
+        loop: Loop,
+        backlogged: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.publisher = publisher
@@ -85,8 +91,9 @@ class Intake:
         # few stragglers: a settled message waiting behind a slow LLM batch is a
         # duplicate after a crash (the broker redelivers what was not acked)
         self.acker = Acker(max(min(settings.prefetch // 8, 64), 1))
-        self.executor = ThreadPoolExecutor(max_workers=settings.concurrency,
-                                           thread_name_prefix="moderation-batch")
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="moderation-batch"
+        )
         classifier = pipeline.classifier
         self.batcher: Batcher[tuple[Pending, Any]] = Batcher(
             start=lambda batch: self.executor.submit(self._complete, batch),
@@ -136,9 +143,13 @@ class Intake:
             self.inflight += 1
         metrics.INFLIGHT.inc()
         try:
-            envelope = Envelope(body=delivery.body, content_type="application/json",
-                                content_encoding="utf-8", redelivered=redelivered,
-                                headers={})
+            envelope = Envelope(
+                body=delivery.body,
+                content_type="application/json",
+                content_encoding="utf-8",
+                redelivered=redelivered,
+                headers={},
+            )
             self._accept(envelope, delivery, may_defer=False)  # its caller waits here
         except Exception:
             log.exception("receive_failed")
@@ -177,8 +188,9 @@ class Intake:
         now = time.monotonic()
         if now - self._deferred_logged > 10:
             self._deferred_logged = now
-            log.warning("llm_stage_full", pending=self.llm_pending,
-                        queue=self.settings.deferred_queue)
+            log.warning(
+                "llm_stage_full", pending=self.llm_pending, queue=self.settings.deferred_queue
+            )
         self.publisher.submit([out], lambda ok: self.settle([message], ok))
 
     def _schedule(self, due: float | None) -> None:
@@ -263,8 +275,7 @@ class Intake:
         except Exception:
             log.exception("batch_failed", size=len(batch))
             metrics.ERRORS.labels("batch").inc()
-            unsent = [message for (_, message), done in zip(batch, sent, strict=True)
-                      if not done]
+            unsent = [message for (_, message), done in zip(batch, sent, strict=True) if not done]
             with self._lock:
                 self.llm_pending -= len(unsent)
             self.settle(unsent, ok=False)
@@ -279,15 +290,24 @@ class Intake:
             if isinstance(message, TaskDelivery):
                 message.outcome = outcome
             if isinstance(outcome, DeadLetter):
-                log.warning("dead_letter", reason=outcome.reason.value, detail=outcome.detail,
-                            message_id=outcome.request_id)
+                log.warning(
+                    "dead_letter",
+                    reason=outcome.reason.value,
+                    detail=outcome.detail,
+                    message_id=outcome.request_id,
+                )
                 metrics.DEAD_LETTERS.labels(outcome.reason.value).inc()
                 out.append(dead_letter_message(outcome, self.settings, self.hostname))
             else:
                 if self._debug:
-                    log.debug("verdict", message_id=outcome.id, tenant=outcome.tenant,
-                              action=outcome.action.value, source=outcome.source.value,
-                              latency_ms=outcome.latency_ms)
+                    log.debug(
+                        "verdict",
+                        message_id=outcome.id,
+                        tenant=outcome.tenant,
+                        action=outcome.action.value,
+                        source=outcome.source.value,
+                        latency_ms=outcome.latency_ms,
+                    )
                 metrics.VERDICTS.labels(outcome.action.value, outcome.source.value).inc()
                 latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))

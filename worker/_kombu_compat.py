@@ -98,5 +98,7 @@ def worker_shutting_down() -> bool:
     except ImportError:  # pragma: no cover - Celery is a dependency
         return True
     # should_stop is the exit code, 0 for a warm shutdown: test it against None/False
-    return any(flag is not None and flag is not False
-               for flag in (state.should_stop, state.should_terminate))
+    return any(
+        flag is not None and flag is not False
+        for flag in (state.should_stop, state.should_terminate)
+    )

@@ -89,10 +89,15 @@ def call(
     reader = ReplyReader(len(items))
     started = time.monotonic()
     if stream:
-        return _streamed(client, _body(model, items, limits, stream), limits, reader,
-                         on_entries, started)
-    response = _post(client, _body(model, items, limits, stream), stream=False,
-                     timeout=openai.Timeout(limits.timeout_s, connect=min(5.0, limits.timeout_s)))
+        return _streamed(
+            client, _body(model, items, limits, stream), limits, reader, on_entries, started
+        )
+    response = _post(
+        client,
+        _body(model, items, limits, stream),
+        stream=False,
+        timeout=openai.Timeout(limits.timeout_s, connect=min(5.0, limits.timeout_s)),
+    )
     body = _json_object(response.content)
     outcome = CallOutcome(reader, time.monotonic() - started, usage=_usage(body))
     choices = body.get("choices")
@@ -187,8 +192,13 @@ def _events(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield b"\n".join(data)
 
 
-def _read_chunk(chunk: dict[str, Any], outcome: CallOutcome, pieces: list[str],
-                started: float, on_entries: OnEntries) -> None:
+def _read_chunk(
+    chunk: dict[str, Any],
+    outcome: CallOutcome,
+    pieces: list[str],
+    started: float,
+    on_entries: OnEntries,
+) -> None:
     if "error" in chunk:
         error = chunk["error"]
         message = error.get("message") if isinstance(error, dict) else error
@@ -265,5 +275,13 @@ def is_context_error(exc: openai.APIStatusError) -> bool:
     if exc.status_code != 400:
         return False
     text = endpoint_message(exc).lower()
-    return any(k in text for k in ("context_length_exceeded", "exceed_context_size",
-                                   "context size", "context length", "maximum context"))
+    return any(
+        k in text
+        for k in (
+            "context_length_exceeded",
+            "exceed_context_size",
+            "context size",
+            "context length",
+            "maximum context",
+        )
+    )

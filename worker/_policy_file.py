@@ -40,11 +40,16 @@ class Rule(_Strict):
     @model_validator(mode="after")
     def _has_patterns(self) -> Rule:
         if not (
-            self.words or self.substrings or self.prefixes or self.suffixes or self.regex
+            self.words
+            or self.substrings
+            or self.prefixes
+            or self.suffixes
+            or self.regex
             or self.domains
         ):
-            raise ValueError("a rule needs at least one of words, substrings, prefixes, "
-                             "suffixes, regex, domains")
+            raise ValueError(
+                "a rule needs at least one of words, substrings, prefixes, suffixes, regex, domains"
+            )
         return self
 
     @field_validator("regex")

@@ -98,9 +98,13 @@ class _Special:
 @lru_cache(maxsize=1)
 def _special_characters() -> _Special:
     special = _Special(
-        letters=set(), latin=set(), whole={},
+        letters=set(),
+        latin=set(),
+        whole={},
         dropped={c for c in range(32) if c not in (9, 10, 13)} | {0x7F},
-        vanishing=set(), separators=set(), symbols=set(),
+        vanishing=set(),
+        separators=set(),
+        symbols=set(),
     )
     for block in _RANGES:
         for code in block:
@@ -122,8 +126,12 @@ def _special_characters() -> _Special:
                 base = _ACCENTS.sub("", unicodedata.normalize("NFKD", chr(code)))
                 if len(base) == 1 and base.isascii() and base.isalpha() and base.lower() == folded:
                     special.latin.add(code)
-                elif (base == chr(code) and folded.isascii() and folded.isalpha()
-                      and unicodedata.name(base, "").startswith(("LATIN ", "REGIONAL "))):
+                elif (
+                    base == chr(code)
+                    and folded.isascii()
+                    and folded.isalpha()
+                    and unicodedata.name(base, "").startswith(("LATIN ", "REGIONAL "))
+                ):
                     special.latin.add(code)
                     special.whole[base.encode()] = folded.encode()
                 else:
@@ -179,7 +187,9 @@ def _triggers() -> list[tuple[str, str]]:
     not_letterish = chars(_LETTERISH + _LETTERISH[:26].upper(), negate=True)
     separator = f"(?:{chars(_SEPARATORS)}|{utf8(special.separators)})"
     latin, dropped, vanishing = (
-        utf8(special.latin), utf8(special.dropped), utf8(special.vanishing)
+        utf8(special.latin),
+        utf8(special.dropped),
+        utf8(special.vanishing),
     )
     letter_like = f"(?:{letterish}|{latin})"
     return [
@@ -191,8 +201,11 @@ def _triggers() -> list[tuple[str, str]]:
         # which would cost every text a slower scan)
         (dropped, "full"),
         # single letters split by separators, as worker.normalise collapses them
-        (f"{not_letterish}{letter_like}{separator}+{letter_like}{separator}+"
-         f"{letter_like}{not_letterish}", "spaced"),
+        (
+            f"{not_letterish}{letter_like}{separator}+{letter_like}{separator}+"
+            f"{letter_like}{not_letterish}",
+            "spaced",
+        ),
         *_long_runs(),
     ]
 
@@ -217,11 +230,11 @@ def _long_runs() -> list[tuple[str, str]]:
         leet_forms = chars(leet)
         # every triple of the letter (L) and its leet forms (T) with at least one of each
         for triple in ("LLT", "LTL", "LTT", "TLL", "TLT", "TTL"):
-            patterns.append(
-                ("".join(letter if x == "L" else leet_forms for x in triple), "mixed")
-            )
-        patterns += [(f"{any_letter}{leet_run}{leet_forms}{{3}}", "mixed"),
-                     (f"{leet_forms}{{3}}{leet_run}{any_letter}", "mixed")]
+            patterns.append(("".join(letter if x == "L" else leet_forms for x in triple), "mixed"))
+        patterns += [
+            (f"{any_letter}{leet_run}{leet_forms}{{3}}", "mixed"),
+            (f"{leet_forms}{{3}}{leet_run}{any_letter}", "mixed"),
+        ]
     return patterns
 
 
@@ -278,7 +291,8 @@ class Prescreen:
         # (a literal prefix, which re finds at C speed, unlike "([a-z])\\1{2,}")
         self._squeezes = {
             pattern: (re.compile(kind[-1].encode() * 3 + b"+"), kind[-1].encode())
-            for pattern, kind in enumerate(kinds) if kind.startswith("runs:")
+            for pattern, kind in enumerate(kinds)
+            if kind.startswith("runs:")
         }
 
     @classmethod
@@ -342,8 +356,9 @@ class Prescreen:
         ``_look_again`` for what that scan finds."""
         data = reading(plain)
         seen: set[int] = set()
-        return (self._first.scan(data, self._collector(seen, full_stops=True))
-                or self._look_again(plain, data, seen))
+        return self._first.scan(data, self._collector(seen, full_stops=True)) or self._look_again(
+            plain, data, seen
+        )
 
     def _look_again(self, plain: bytes, data: bytes, seen: set[int]) -> bool:
         """After a scan of ``data`` (``reading(plain)``) matched no term but
@@ -357,8 +372,9 @@ class Prescreen:
         if joined is None:
             return False
         data, seen = reading(joined.encode("latin-1")), set()
-        return (self._first.scan(data, self._collector(seen, full_stops=True))
-                or self._repeats(data, seen))
+        return self._first.scan(data, self._collector(seen, full_stops=True)) or self._repeats(
+            data, seen
+        )
 
     def _repeats(self, data: bytes, seen: set[int]) -> bool:
         """Runs of a letter, which canonical views squeeze to one and to two letters.

@@ -176,8 +176,12 @@ def _item(op: object, av: object) -> str:
         top = "" if high is _sre.MAXREPEAT else str(high)
         return f"(?:{_items(list(inner))}){{{low},{top}}}"
     if op is _sre.AT:
-        return {"AT_BEGINNING": "^", "AT_BEGINNING_STRING": "^", "AT_END": "$",
-                "AT_END_STRING": "$"}.get(str(av), "")
+        return {
+            "AT_BEGINNING": "^",
+            "AT_BEGINNING_STRING": "^",
+            "AT_END": "$",
+            "AT_END_STRING": "$",
+        }.get(str(av), "")
     if op in (_sre.ASSERT, _sre.ASSERT_NOT):
         return ""
     if op is _sre.CATEGORY:
@@ -241,7 +245,11 @@ def utf8(codes: set[int]) -> str:
     for code in codes:
         encoded = chr(code).encode()
         by_prefix.setdefault(encoded[:-1], set()).add(encoded[-1])
-    return "(?:" + "|".join(
-        "".join(f"\\x{b:02x}" for b in prefix) + _byte_ranges(last)
-        for prefix, last in sorted(by_prefix.items())
-    ) + ")"
+    return (
+        "(?:"
+        + "|".join(
+            "".join(f"\\x{b:02x}" for b in prefix) + _byte_ranges(last)
+            for prefix, last in sorted(by_prefix.items())
+        )
+        + ")"
+    )

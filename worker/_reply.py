@@ -73,8 +73,17 @@ def parse_entry(entry: str, n: int) -> Answer | None:
 class ReplyReader:
     """Incremental reader of one reply for ``n`` items (ASCII content, as the schema is)."""
 
-    __slots__ = ("_buffer", "_closed", "_entries", "_opened", "_pos", "broken", "found",
-                 "malformed", "n")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_entries",
+        "_opened",
+        "_pos",
+        "broken",
+        "found",
+        "malformed",
+        "n",
+    )
 
     def __init__(self, n: int) -> None:
         self.n = n

@@ -48,9 +48,7 @@ class ScoreCache:
     def __init__(self, size: int, redis_url: str | None = None, ttl_s: int = 7 * 86400) -> None:
         # entries as plain tuples of floats and a str, which the garbage collector stops
         # tracking: 100k dataclass instances would lengthen every full collection
-        self._lru: LRUCache[str, tuple[tuple[float, ...], str]] = LRUCache(
-            maxsize=max(size, 1)
-        )
+        self._lru: LRUCache[str, tuple[tuple[float, ...], str]] = LRUCache(maxsize=max(size, 1))
         self._lock = threading.Lock()
         self._ttl_s = ttl_s
         self._redis: Any = None

@@ -146,8 +146,9 @@ def _retry_after(exc: BaseException | None) -> float | None:
 
 class _BreakerLog(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
-        log.warning("llm_breaker", state=new.name, was=old.name if old else None,
-                    reset_s=cb.reset_timeout)
+        log.warning(
+            "llm_breaker", state=new.name, was=old.name if old else None, reset_s=cb.reset_timeout
+        )
 
 
 class Classifier:
@@ -237,8 +238,11 @@ class Classifier:
                     if len(job.indices) > 1:
                         jobs.extendleft(reversed(_halves(job)))
                         continue
-                _fail(result, job.indices, f"LLM call failed: {exc.status_code} "
-                      f"{_llm_call.endpoint_message(exc)}")
+                _fail(
+                    result,
+                    job.indices,
+                    f"LLM call failed: {exc.status_code} {_llm_call.endpoint_message(exc)}",
+                )
                 continue
             except (openai.OpenAIError, OSError, _NoCapacity) as exc:
                 _fail(result, job.indices, f"LLM call failed: {type(exc).__name__}")
@@ -250,8 +254,13 @@ class Classifier:
             missing = [job.indices[p] for p in outcome.reader.missing()]
             if missing:
                 why = _why_missing(outcome)
-                log.warning("llm_items_missing", error=why, items=len(job.indices),
-                            missing=len(missing), malformed=outcome.reader.malformed)
+                log.warning(
+                    "llm_items_missing",
+                    error=why,
+                    items=len(job.indices),
+                    missing=len(missing),
+                    malformed=outcome.reader.malformed,
+                )
                 if outcome.cut_off and len(missing) == len(job.indices):
                     if len(missing) == 1:  # asked alone and still too long: not again
                         _fail(result, missing, why)
@@ -267,32 +276,42 @@ class Classifier:
             if index not in sizes:
                 text, context = items[index]
                 sizes[index] = count_tokens(text) + (count_tokens(context) if context else 0) + 8
-        return (_system_tokens() + sum(sizes[i] for i in job.indices)
-                + self.endpoint.max_tokens(len(job.indices)))
+        return (
+            _system_tokens()
+            + sum(sizes[i] for i in job.indices)
+            + self.endpoint.max_tokens(len(job.indices))
+        )
 
     def _fits(self, items: list[Item], job: _Job, sizes: dict[int, int]) -> bool:
         limit = self._context_tokens
         return limit is None or self._prompt_tokens(items, job, sizes) <= limit
 
-    def _learn_context(self, exc: openai.APIStatusError, items: list[Item], job: _Job,
-                       sizes: dict[int, int]) -> None:
+    def _learn_context(
+        self, exc: openai.APIStatusError, items: list[Item], job: _Job, sizes: dict[int, int]
+    ) -> None:
         told = _llm_call.context_size(exc)
         tried = self._prompt_tokens(items, job, sizes)
         learned = told if told else int(tried * 0.9)
         if self._context_tokens is None or learned < self._context_tokens:
             self._context_tokens = learned
-            log.warning("llm_context_learned", context_tokens=learned, told=told is not None,
-                        error=_llm_call.endpoint_message(exc))
+            log.warning(
+                "llm_context_learned",
+                context_tokens=learned,
+                told=told is not None,
+                error=_llm_call.endpoint_message(exc),
+            )
 
-    def _again(self, jobs: deque[_Job], result: BatchResult, job: _Job, indices: list[int],
-               why: str) -> None:
+    def _again(
+        self, jobs: deque[_Job], result: BatchResult, job: _Job, indices: list[int], why: str
+    ) -> None:
         if job.asks < self.settings.llm_max_asks:
             jobs.append(_Job(indices, job.asks + 1))
         else:
             _fail(result, indices, why)
 
-    def _ask(self, items: list[Item], job: _Job, result: BatchResult,
-             on_scores: OnScores | None) -> _llm_call.CallOutcome:
+    def _ask(
+        self, items: list[Item], job: _Job, result: BatchResult, on_scores: OnScores | None
+    ) -> _llm_call.CallOutcome:
         """One request through the transient-error retries, all within the deadline; its
         answers land in ``result``. A split or a re-ask is a new request with a deadline
         of its own (how many there can be is bounded: halves, ``llm_max_asks``)."""
@@ -303,8 +322,9 @@ class Classifier:
             placed = []
             scale = 1.0
             if usage:  # known already (not streamed): estimates scaled to the real count
-                estimated = sum(self.endpoint.item_completion_tokens(a.codes, len(batch))
-                                for a in answers)
+                estimated = sum(
+                    self.endpoint.item_completion_tokens(a.codes, len(batch)) for a in answers
+                )
                 real = _count(usage.get("completion_tokens"))
                 if estimated > 0 and real and len(answers) == len(batch):
                     scale = real / estimated
@@ -315,27 +335,37 @@ class Classifier:
                     result.errors[index] = None
                     share = result.items[index]
                     share.completion_tokens += scale * self.endpoint.item_completion_tokens(
-                        answer.codes, len(batch))
+                        answer.codes, len(batch)
+                    )
                     placed.append((index, answer.scores, share))
             if placed and on_scores is not None:
                 on_scores(placed)
 
         def stop(state: RetryCallState) -> bool:
-            return (stop_after_attempt(self.settings.llm_max_attempts)(state)
-                    or self._wait(state) >= deadline.left())
+            return (
+                stop_after_attempt(self.settings.llm_max_attempts)(state)
+                or self._wait(state) >= deadline.left()
+            )
 
         def retry(exc: BaseException) -> bool:  # a batch that timed out is split instead
             timed_out = isinstance(exc, openai.APITimeoutError) and len(batch) > 1
             return _is_transient(exc) and not timed_out
 
-        for attempt in Retrying(stop=stop, wait=self._wait,
-                                retry=retry_if_exception(retry), reraise=True):
+        for attempt in Retrying(
+            stop=stop, wait=self._wait, retry=retry_if_exception(retry), reraise=True
+        ):
             with attempt:
                 return self._call(batch, job, place, deadline, result)
         raise AssertionError("unreachable")
 
-    def _call(self, batch: list[Item], job: _Job, place: _llm_call.OnEntries,
-              deadline: _Deadline, result: BatchResult) -> _llm_call.CallOutcome:
+    def _call(
+        self,
+        batch: list[Item],
+        job: _Job,
+        place: _llm_call.OnEntries,
+        deadline: _Deadline,
+        result: BatchResult,
+    ) -> _llm_call.CallOutcome:
         """One HTTP request, inside a call slot and the breaker."""
         asked = time.monotonic()
         if not self.limit.acquire(timeout=_QUEUE_WAIT * deadline.seconds):
@@ -353,20 +383,25 @@ class Classifier:
         try:
             # not breaker.call(): it holds the breaker's lock for the whole HTTP call
             with self.breaker.calling():
-                outcome = _llm_call.call(self._client, self.model, batch, limits,
-                                         self.settings.llm_stream, place)
+                outcome = _llm_call.call(
+                    self._client, self.model, batch, limits, self.settings.llm_stream, place
+                )
             result.usage.add(outcome.usage)
             result.usage.call_seconds.append(outcome.duration_s)
             self.call_seconds.append(outcome.duration_s)
             usage = outcome.usage or {}
             reply_tokens = outcome.reply_tokens()
-            self.endpoint.observe(CallTiming(
-                items=len(batch), duration_s=outcome.duration_s,
-                completion_tokens=_count(usage.get("completion_tokens")) or reply_tokens,
-                ttft_s=outcome.ttft_s, reply_tokens_o200k=reply_tokens,
-                request_chars=sum(chars) + len(SYSTEM_PROMPT),
-                prompt_tokens=_count(usage.get("prompt_tokens")),
-            ))
+            self.endpoint.observe(
+                CallTiming(
+                    items=len(batch),
+                    duration_s=outcome.duration_s,
+                    completion_tokens=_count(usage.get("completion_tokens")) or reply_tokens,
+                    ttft_s=outcome.ttft_s,
+                    reply_tokens_o200k=reply_tokens,
+                    request_chars=sum(chars) + len(SYSTEM_PROMPT),
+                    prompt_tokens=_count(usage.get("prompt_tokens")),
+                )
+            )
             slow = outcome.timed_out or self.endpoint.congested
             signal = Signal.OVERLOAD if slow else Signal.OK
             kind = "timeout" if outcome.timed_out else "cut_off" if outcome.cut_off else "ok"
@@ -375,17 +410,27 @@ class Classifier:
             kind = _status_kind(exc)
             if exc.status_code == 429 or exc.status_code >= 500:
                 signal = Signal.OVERLOAD
-            log.warning("llm_call_failed", status=exc.status_code, items=len(batch),
-                        error=_llm_call.endpoint_message(exc))
+            log.warning(
+                "llm_call_failed",
+                status=exc.status_code,
+                items=len(batch),
+                error=_llm_call.endpoint_message(exc),
+            )
             raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             signal = Signal.OVERLOAD
             kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
             if kind == "timeout":
-                self.endpoint.timed_out(limits.first_token_s if self.settings.llm_stream
-                                        else limits.timeout_s, len(batch))
-            log.warning("llm_call_failed", error=type(exc).__name__, items=len(batch),
-                        timeout_s=round(limits.timeout_s, 2))
+                self.endpoint.timed_out(
+                    limits.first_token_s if self.settings.llm_stream else limits.timeout_s,
+                    len(batch),
+                )
+            log.warning(
+                "llm_call_failed",
+                error=type(exc).__name__,
+                items=len(batch),
+                timeout_s=round(limits.timeout_s, 2),
+            )
             raise
         except ReplyError:
             kind = "bad_reply"
@@ -398,8 +443,13 @@ class Classifier:
                 result.usage.calls += 1
             metrics.LLM_REQUESTS.labels(kind).inc()
             if self.limit.release(signal, self.endpoint.expected_s(len(batch))):
-                log.info("llm_concurrency_cut", limit=int(self.limit.limit), cause=kind,
-                         congested=self.endpoint.congested, items=len(batch))
+                log.info(
+                    "llm_concurrency_cut",
+                    limit=int(self.limit.limit),
+                    cause=kind,
+                    congested=self.endpoint.congested,
+                    items=len(batch),
+                )
             metrics.LLM_CONCURRENCY_LIMIT.set(self.limit.limit)
 
     def _not_a_failure(self, exc: BaseException) -> bool:

@@ -106,8 +106,12 @@ class ModerationClient:
 
     def subscribe(self, binding: str = "#", name: str | None = None) -> Subscription:
         """Bind a queue for verdicts matching ``binding`` (e.g. ``block.#``, ``#.hate``)."""
-        exchange = Exchange(self.settings.verdicts_exchange, type="topic", durable=True,
-                            arguments={"alternate-exchange": topology.UNROUTED_EXCHANGE})
+        exchange = Exchange(
+            self.settings.verdicts_exchange,
+            type="topic",
+            durable=True,
+            arguments={"alternate-exchange": topology.UNROUTED_EXCHANGE},
+        )
         queue = Queue(
             name or f"moderation.verdicts.client.{uuid.uuid4().hex[:12]}",
             exchange=exchange,
@@ -137,8 +141,11 @@ class ModerationClient:
                 message.ack()
                 yield DeadLetterRecord(
                     body=body if isinstance(body, bytes) else body.encode(),
-                    reason=_text(headers.get("x-moderation-reason")
-                                 or headers.get("x-first-death-reason") or "unknown"),
+                    reason=_text(
+                        headers.get("x-moderation-reason")
+                        or headers.get("x-first-death-reason")
+                        or "unknown"
+                    ),
                     error=_text(headers.get("x-moderation-error") or ""),
                     headers=headers,
                 )
@@ -150,7 +157,9 @@ class ModerationClient:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

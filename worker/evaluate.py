@@ -21,8 +21,16 @@ from worker.models import CATEGORIES, Source, Verdict
 from worker.pipeline import DeadLetter, Pipeline
 from worker.validate import Envelope
 
-CODES = {"S": "sexual", "H": "hate", "V": "violence", "HR": "harassment", "SH": "self-harm",
-         "S3": "sexual/minors", "H2": "hate/threatening", "V2": "violence/graphic"}
+CODES = {
+    "S": "sexual",
+    "H": "hate",
+    "V": "violence",
+    "HR": "harassment",
+    "SH": "self-harm",
+    "S3": "sexual/minors",
+    "H2": "hate/threatening",
+    "V2": "violence/graphic",
+}
 
 
 @dataclass(slots=True)
@@ -47,8 +55,9 @@ def load(path: Path) -> list[Sample]:
     with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
-            labels = {CODES[code]: (None if row.get(code) is None else bool(row[code]))
-                      for code in CODES}
+            labels = {
+                CODES[code]: (None if row.get(code) is None else bool(row[code])) for code in CODES
+            }
             samples.append(Sample(row["prompt"], labels))
     return samples
 
@@ -69,11 +78,21 @@ def _prf(pairs: list[tuple[bool, bool]]) -> dict[str, float | int | None]:
     tn = sum(1 for p, y in pairs if not p and not y)
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
-    f1 = (2 * precision * recall / (precision + recall)
-          if precision and recall else (0.0 if precision is not None and recall is not None
-                                        else None))
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "fpr": fp / (fp + tn) if fp + tn else None, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if precision and recall
+        else (0.0 if precision is not None and recall is not None else None)
+    )
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fpr": fp / (fp + tn) if fp + tn else None,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
 
 
 def average_precision(scored: list[tuple[float, bool]]) -> float | None:
@@ -97,11 +116,14 @@ def _predicted(verdict: Verdict) -> bool:
 
 
 def evaluate(
-    pipeline: Pipeline, samples: list[Sample], progress: Callable[[int], None] | None = None,
+    pipeline: Pipeline,
+    samples: list[Sample],
+    progress: Callable[[int], None] | None = None,
     batch_size: int | None = None,
 ) -> dict[str, Any]:
-    envelopes = [Envelope(json.dumps({"id": str(n), "text": s.text}).encode())
-                 for n, s in enumerate(samples)]
+    envelopes = [
+        Envelope(json.dumps({"id": str(n), "text": s.text}).encode()) for n, s in enumerate(samples)
+    ]
     calls_before = len(pipeline.classifier.call_seconds) if pipeline.classifier else 0
     outcomes = pipeline.run(envelopes, progress, batch_size)
     verdicts = [o for o in outcomes if isinstance(o, Verdict)]
@@ -113,40 +135,65 @@ def evaluate(
     report["overall"] = _prf([(_predicted(v), bool(s.any)) for s, v in known])
     if any(scored):
         report["overall"]["auprc"] = average_precision(
-            [(max(v.category_scores.values()), bool(s.any)) for s, v in known
-             if v.source in (Source.LLM, Source.CACHE)])
+            [
+                (max(v.category_scores.values()), bool(s.any))
+                for s, v in known
+                if v.source in (Source.LLM, Source.CACHE)
+            ]
+        )
     per_category: dict[str, Any] = {}
     for category in CATEGORIES:
         rows = [(s, v) for s, v in pairs if s.labels.get(category) is not None]
         if not rows:
             continue
-        entry = _prf([(v.categories[category] and v.source is not Source.FALLBACK,
-                       bool(s.labels[category])) for s, v in rows])
+        entry = _prf(
+            [
+                (
+                    v.categories[category] and v.source is not Source.FALLBACK,
+                    bool(s.labels[category]),
+                )
+                for s, v in rows
+            ]
+        )
         if any(scored):
             entry["auprc"] = average_precision(
-                [(v.category_scores[category], bool(s.labels[category])) for s, v in rows
-                 if v.source in (Source.LLM, Source.CACHE)])
+                [
+                    (v.category_scores[category], bool(s.labels[category]))
+                    for s, v in rows
+                    if v.source in (Source.LLM, Source.CACHE)
+                ]
+            )
         per_category[category] = entry
     report["per_category"] = per_category
     rule_blocks = [(s, v) for s, v in pairs if v.source is Source.RULES and v.action == "block"]
     judged = [(s, v) for s, v in rule_blocks if s.any is not None]
     report["rules_block"] = {
-        "count": len(rule_blocks), "judged": len(judged),
+        "count": len(rule_blocks),
+        "judged": len(judged),
         "precision": (sum(1 for s, _ in judged if s.any) / len(judged)) if judged else None,
     }
     total = len(verdicts) or 1
-    report["decided_by"] = {src.value: sum(1 for v in verdicts if v.source is src) / total
-                            for src in Source}
+    report["decided_by"] = {
+        src.value: sum(1 for v in verdicts if v.source is src) / total for src in Source
+    }
     calls = sum(v.usage.llm_calls for v in verdicts)
     report["llm_calls_per_1000"] = 1000 * calls / total
     report["cost_usd_per_1000"] = 1000 * sum(v.cost_usd for v in verdicts) / total
     latencies = sorted(v.latency_ms for v in verdicts) or [0.0]
     report["latency_ms"] = {"p50": statistics.median(latencies), "p95": _p95(latencies)}
-    call_seconds = sorted(list(pipeline.classifier.call_seconds)[calls_before:]) if (
-        pipeline.classifier) else []
+    call_seconds = (
+        sorted(list(pipeline.classifier.call_seconds)[calls_before:])
+        if (pipeline.classifier)
+        else []
+    )
     report["llm_call_ms"] = (
-        {"calls": len(call_seconds), "p50": 1000 * statistics.median(call_seconds),
-         "p95": 1000 * _p95(call_seconds)} if call_seconds else None
+        {
+            "calls": len(call_seconds),
+            "p50": 1000 * statistics.median(call_seconds),
+            "p95": 1000 * _p95(call_seconds),
+        }
+        if call_seconds
+        else None
     )
     report["fallbacks"] = sum(1 for v in verdicts if v.source is Source.FALLBACK)
     return report
@@ -157,7 +204,9 @@ def _p95(ordered: list[float]) -> float:
 
 
 def sweep(
-    make_pipeline: Callable[[int], Pipeline], samples: list[Sample], sizes: list[int],
+    make_pipeline: Callable[[int], Pipeline],
+    samples: list[Sample],
+    sizes: list[int],
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """``evaluate`` once per batch size, each on a fresh pipeline (no cache shared)."""
@@ -175,8 +224,10 @@ def render_sweep(rows: list[dict[str, Any]]) -> str:
     def fmt(value: Any, digits: int = 3) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{'batch':>5s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auprc':>6s} "
-             f"{'fallback':>8s} {'calls/1k':>8s} {'$/1k':>8s} {'call p50':>9s} {'call p95':>9s}"]
+    lines = [
+        f"{'batch':>5s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auprc':>6s} "
+        f"{'fallback':>8s} {'calls/1k':>8s} {'$/1k':>8s} {'call p50':>9s} {'call p95':>9s}"
+    ]
     for row in rows:
         overall, calls = row["overall"], row.get("llm_call_ms") or {}
         lines.append(
@@ -197,19 +248,31 @@ def render(report: dict[str, Any]) -> str:
     header = f"{'category':24s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'fpr':>6s} {'auprc':>6s}"
     lines.append(header)
     for name, entry in [("ANY (overall)", report["overall"]), *report["per_category"].items()]:
-        lines.append(f"{name:24s} " + " ".join(
-            f"{fmt(entry.get(k)):>6s}" for k in ("precision", "recall", "f1", "fpr", "auprc")))
+        lines.append(
+            f"{name:24s} "
+            + " ".join(
+                f"{fmt(entry.get(k)):>6s}" for k in ("precision", "recall", "f1", "fpr", "auprc")
+            )
+        )
     rb = report["rules_block"]
-    lines.append(f"rules block decisions: {rb['count']} ({rb['judged']} with labels), "
-                 f"precision {fmt(rb['precision'])}")
+    lines.append(
+        f"rules block decisions: {rb['count']} ({rb['judged']} with labels), "
+        f"precision {fmt(rb['precision'])}"
+    )
     shares = ", ".join(f"{k} {v:.1%}" for k, v in report["decided_by"].items())
     lines.append(f"decided by: {shares}")
-    lines.append(f"LLM calls per 1,000 messages: {report['llm_calls_per_1000']:.1f}; "
-                 f"cost per 1,000: ${report['cost_usd_per_1000']:.4f}")
-    lines.append(f"latency p50 {report['latency_ms']['p50']:.2f} ms, "
-                 f"p95 {report['latency_ms']['p95']:.2f} ms")
+    lines.append(
+        f"LLM calls per 1,000 messages: {report['llm_calls_per_1000']:.1f}; "
+        f"cost per 1,000: ${report['cost_usd_per_1000']:.4f}"
+    )
+    lines.append(
+        f"latency p50 {report['latency_ms']['p50']:.2f} ms, "
+        f"p95 {report['latency_ms']['p95']:.2f} ms"
+    )
     if report.get("llm_call_ms"):
         calls = report["llm_call_ms"]
-        lines.append(f"LLM calls: {calls['calls']}, p50 {calls['p50']:.0f} ms, "
-                     f"p95 {calls['p95']:.0f} ms; fallbacks: {report['fallbacks']}")
+        lines.append(
+            f"LLM calls: {calls['calls']}, p50 {calls['p50']:.0f} ms, "
+            f"p95 {calls['p95']:.0f} ms; fallbacks: {report['fallbacks']}"
+        )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 log = structlog.get_logger("worker.metrics")
 
+
 class _CachedLabels(MetricWrapperBase):
     """``labels()`` remembered per label values: prometheus_client re-validates and locks on
     every call, which cost more than the observation itself on the per-message path."""
@@ -42,8 +43,23 @@ class Histogram(_CachedLabels, prometheus_client.Histogram):
     pass
 
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                    5, 10, 30)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
 
 VERDICTS = Counter("moderation_verdicts", "Verdicts published", ["action", "source"])
 DEAD_LETTERS = Counter("moderation_dead_letters", "Messages dead-lettered", ["reason"])

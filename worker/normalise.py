@@ -26,8 +26,22 @@ import ahocorasick
 
 # Every letter a leet character may stand for; "1", "!" and "|" stand for i or l, so
 # where they occur a second view reads them as "l".
-LEET_READINGS = {"0": "o", "1": "il", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "9": "g",
-                 "@": "a", "$": "s", "!": "il", "|": "l", "+": "t", "8": "b"}
+LEET_READINGS = {
+    "0": "o",
+    "1": "il",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "6": "g",
+    "7": "t",
+    "9": "g",
+    "@": "a",
+    "$": "s",
+    "!": "il",
+    "|": "l",
+    "+": "t",
+    "8": "b",
+}
 _LEET = str.maketrans({k: v[0] for k, v in LEET_READINGS.items()})
 _LEET_L = str.maketrans({k: v[-1] for k, v in LEET_READINGS.items()})
 # Leet characters touching a letter are read as letters ("k1ll", "@ss", "wr!$t$"), so
@@ -56,9 +70,7 @@ _LONG_RUN = re.compile(r"([a-z])\1{2,}")
 _RLO_SEGMENT = re.compile("\u202e([^\u202c\u2069\n]*)")
 _DROPPED = frozenset(("Mn", "Me", "Cf", "Cc"))
 # ASCII fast path: lower case, "_" read as a space, control characters dropped.
-_ASCII_FOLD = bytes(
-    (c + 32 if 65 <= c <= 90 else 32 if c == 95 else c) for c in range(256)
-)
+_ASCII_FOLD = bytes((c + 32 if 65 <= c <= 90 else 32 if c == 95 else c) for c in range(256))
 _ASCII_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
 _ASCII_KEPT = bytes(0 if c in _ASCII_CONTROLS else 1 for c in range(256))  # compress() mask
 # Final step: anything but a-z and 0-9 becomes a space.
@@ -67,14 +79,31 @@ _WORD_BYTE = bytes(1 if (97 <= c <= 122 or 48 <= c <= 57) else 0 for c in range(
 # Look-alikes that UTS #39 data leaves out or maps to another letter than readers see.
 _EXTRA_LOOKALIKES = {
     **dict(zip("αβγδεζηθικλμνξοπρσςτυφχψω", "abydeznoiklmvxonpoctuoxyw", strict=True)),
-    **dict(zip("абвгдежзийклмнопрстуфхцчшщъыьэюяіјѕԁһӏԝ", "abbrdex3uuknmhonpctyoxuywwbbbeorijsdhlw",
-               strict=True)),
+    **dict(
+        zip(
+            "абвгдежзийклмнопрстуфхцчшщъыьэюяіјѕԁһӏԝ",
+            "abbrdex3uuknmhonpctyoxuywwbbbeorijsdhlw",
+            strict=True,
+        )
+    ),
     **dict(zip("ոսհցօ", "nuhgo", strict=True)),
     # Latin letters NFKD keeps whole (a stroke, a ligature): read as their base letters,
     # as search engines fold them ("kill yøurself", "Søren" -> "soren")
-    **{k: v for lower, v in {"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ħ": "h",
-                             "ŧ": "t", "þ": "th", "ð": "d"}.items()
-       for k in (lower, lower.upper())},
+    **{
+        k: v
+        for lower, v in {
+            "ø": "o",
+            "æ": "ae",
+            "œ": "oe",
+            "ł": "l",
+            "đ": "d",
+            "ħ": "h",
+            "ŧ": "t",
+            "þ": "th",
+            "ð": "d",
+        }.items()
+        for k in (lower, lower.upper())
+    },
 }
 
 
@@ -406,9 +435,7 @@ def _words_tracked(tracked: _Tracked, length: int) -> Canonical:
     return Canonical(text, origin, length)
 
 
-def _core_views_tracked(
-    text: str, positions: Sequence[int], length: int
-) -> list[Canonical]:
+def _core_views_tracked(text: str, positions: Sequence[int], length: int) -> list[Canonical]:
     """The views of ``_core_views``, with offsets."""
     folded = _fold_tracked(text, positions)
     variants = [folded]

@@ -47,7 +47,6 @@ from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, va
 log = structlog.get_logger("worker.pipeline")
 
 
-
 @dataclass(slots=True)
 class Pending:
     """A valid request the rules could not decide; it needs scores."""
@@ -290,9 +289,14 @@ class Pipeline:
             self.cost_usd(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens)
         )
         log.info(
-            "llm_batch", messages=messages, distinct=distinct, calls=usage.calls,
-            failed=failed, llm_ms=round((time.monotonic() - started) * 1000, 1),
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            "llm_batch",
+            messages=messages,
+            distinct=distinct,
+            calls=usage.calls,
+            failed=failed,
+            llm_ms=round((time.monotonic() - started) * 1000, 1),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
         )
 
     def cost_usd(self, prompt: float, cached: float, completion: float) -> float:
@@ -322,8 +326,9 @@ class Pipeline:
         def finish(chunk: list[int]) -> list[Verdict]:
             return self.complete([outcomes[i] for i in chunk])  # type: ignore[misc]
 
-        with ThreadPoolExecutor(max(self.settings.concurrency, 1),
-                                thread_name_prefix="moderate") as pool:
+        with ThreadPoolExecutor(
+            max(self.settings.concurrency, 1), thread_name_prefix="moderate"
+        ) as pool:
             running: dict[Future[list[Verdict]], list[int]] = {}
             while waiting or running:
                 while waiting and len(running) < max(1, int(limit.limit)):

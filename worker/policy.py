@@ -35,9 +35,9 @@ __all__ = ["Policy", "PolicyError", "PolicyStore", "TenantPolicy", "decide", "de
 Limits = tuple[tuple[Category, float, tuple[tuple[float, Action], ...]], ...]
 
 
-def decide(scores: dict[str, float], thresholds: dict[str, Thresholds]) -> tuple[
-    Action, dict[Category, bool]
-]:
+def decide(
+    scores: dict[str, float], thresholds: dict[str, Thresholds]
+) -> tuple[Action, dict[Category, bool]]:
     """The most severe action any category reaches; ``categories`` = reached flag or more."""
     return decide_scores([scores.get(c, 0.0) for c in CATEGORIES], compile_limits(thresholds))
 
@@ -59,9 +59,7 @@ def compile_limits(thresholds: dict[str, Thresholds]) -> Limits:
     return tuple(out)
 
 
-def decide_scores(
-    scores: Sequence[float], limits: Limits
-) -> tuple[Action, dict[Category, bool]]:
+def decide_scores(scores: Sequence[float], limits: Limits) -> tuple[Action, dict[Category, bool]]:
     """``decide`` for scores in CATEGORIES order against compiled limits (the hot path)."""
     action = Action.ALLOW
     severity = 0

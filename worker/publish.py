@@ -235,8 +235,9 @@ class Publisher:
                     item = self._queue.get_nowait()
             except queue.Empty:
                 pass
-            groups = [(messages, _Group(remaining=len(messages), done=done))
-                      for messages, done in batch]
+            groups = [
+                (messages, _Group(remaining=len(messages), done=done)) for messages, done in batch
+            ]
             try:
                 if self._unconfirmed:
                     self._read_confirms(connection)

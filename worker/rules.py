@@ -109,6 +109,8 @@ def regex_anchors(pattern: str) -> list[str] | None:
     if best is None or min(map(len, best)) < 3:
         return None
     return sorted({anchor.lower() for anchor in best})  # canonical text is lower case
+
+
 _QUOTES = "'\"‘’“”«»「」`"
 _UNLESS_BIT = 1 << 30  # rule index + this marks a rule's negation phrase
 
@@ -148,9 +150,7 @@ class RulesEngine:
         for layer in layers:
             for rule in layer.rules:
                 by_id[rule.id] = rule  # a later layer's rule replaces the base's
-        self.rules: tuple[Rule, ...] = tuple(
-            r for r in by_id.values() if r.id not in disabled
-        )
+        self.rules: tuple[Rule, ...] = tuple(r for r in by_id.values() if r.id not in disabled)
         self._automaton = ahocorasick.Automaton()
         entries: dict[str, list[int]] = {}
 
@@ -270,7 +270,8 @@ class RulesEngine:
                     if span not in bucket:
                         bucket.append(span)
         ordered = sorted(
-            spans, key=lambda i: (self.rules[i].priority, _severity(self.rules[i].action)),
+            spans,
+            key=lambda i: (self.rules[i].priority, _severity(self.rules[i].action)),
             reverse=True,
         )
         matches = []
@@ -280,8 +281,15 @@ class RulesEngine:
             if action == "block" and (reported or all(_quoted(text, s) for s in spans[i])):
                 # quoting, reporting or condemning a phrase is not saying it: ask the LLM
                 action, reason = "llm", f"{reason or rule.id} (quoted or reported: deferred)"
-            matches.append(RuleMatch(rule_id=rule.id, action=action, category=rule.category,
-                                     spans=spans[i], reason=reason))
+            matches.append(
+                RuleMatch(
+                    rule_id=rule.id,
+                    action=action,
+                    category=rule.category,
+                    spans=spans[i],
+                    reason=reason,
+                )
+            )
         matches.sort(key=lambda m: _severity(m.action) >= 0, reverse=True)  # stable
         top_match = matches[0]
         top = next(r for r in self.rules if r.id == top_match.rule_id)

@@ -114,22 +114,26 @@ class Moderation(bootsteps.ConsumerStep):
         intake = self.intake
         topology.declare_all(channel, self.settings)
         intake.acker.reset()  # a new channel (start or reconnect): old tags are void
-        consumers = [Consumer(
-            raw_deliveries(channel),
-            queues=[topology.requests_queue(self.settings)],
-            on_message=intake.receive,
-            prefetch_count=self.settings.prefetch,
-            no_ack=False,
-        )]
+        consumers = [
+            Consumer(
+                raw_deliveries(channel),
+                queues=[topology.requests_queue(self.settings)],
+                on_message=intake.receive,
+                prefetch_count=self.settings.prefetch,
+                no_ack=False,
+            )
+        ]
         if self.pipeline.classifier is not None:
             # its own channel: its own prefetch, so it brings in only what the LLM can take
-            consumers.append(Consumer(
-                raw_deliveries(channel.connection.channel()),
-                queues=[topology.deferred_queue(self.settings)],
-                on_message=lambda message: intake.receive(message, deferred=True),
-                prefetch_count=self.settings.deferred_prefetch,
-                no_ack=False,
-            ))
+            consumers.append(
+                Consumer(
+                    raw_deliveries(channel.connection.channel()),
+                    queues=[topology.deferred_queue(self.settings)],
+                    on_message=lambda message: intake.receive(message, deferred=True),
+                    prefetch_count=self.settings.deferred_prefetch,
+                    no_ack=False,
+                )
+            )
         return consumers
 
     def start(self, c: Any) -> None:
@@ -139,9 +143,13 @@ class Moderation(bootsteps.ConsumerStep):
                 "(threads/solo/prefork) pool, not gevent or eventlet"
             )
         if self.intake is None:
-            self.intake = Intake(self.settings, self.pipeline, c.moderation_publisher, c.hub,
-                                 backlogged=lambda: self.depth.backlogged(
-                                     self.settings.batch_size))
+            self.intake = Intake(
+                self.settings,
+                self.pipeline,
+                c.moderation_publisher,
+                c.hub,
+                backlogged=lambda: self.depth.backlogged(self.settings.batch_size),
+            )
             self.depth.start()
             self.intake.heap.freeze()
         # Declared now, consumed once the event loop runs: the loop's callbacks carry the
@@ -156,8 +164,12 @@ class Moderation(bootsteps.ConsumerStep):
         for consumer in self.consumers or []:
             consumer.consume()
         c.moderation = c.app.moderation_intake = self.intake  # for worker.tasks
-        log.info("moderation_consumer_started", queue=self.settings.requests_queue,
-                 llm=self.pipeline.classifier is not None, policy=self.pipeline.policies.path.name)
+        log.info(
+            "moderation_consumer_started",
+            queue=self.settings.requests_queue,
+            llm=self.pipeline.classifier is not None,
+            policy=self.pipeline.policies.path.name,
+        )
 
     def stop(self, c: Any) -> None:
         """Finish what is in flight (bounded), ack it, then let the rest be redelivered."""

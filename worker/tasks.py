@@ -67,8 +67,9 @@ def _moderate(task: Task, request: Any) -> dict[str, Any]:
 
 def register(app: Celery) -> Task:
     """``moderation.moderate`` on ``app`` (``task_routes`` sends it to ``QUEUE``)."""
-    task: Task = app.task(name=NAME, bind=True, acks_late=True,
-                          reject_on_worker_lost=True, throws=(RequestRejected,))(_moderate)
+    task: Task = app.task(
+        name=NAME, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(RequestRejected,)
+    )(_moderate)
     return task
 
 
@@ -82,8 +83,13 @@ def _settings(app: Celery) -> Settings:
 def _envelope(request: Any) -> Any:
     from worker.validate import Envelope
 
-    return Envelope(body=orjson.dumps(request), content_type="application/json",
-                    content_encoding="utf-8", redelivered=False, headers={})
+    return Envelope(
+        body=orjson.dumps(request),
+        content_type="application/json",
+        content_encoding="utf-8",
+        redelivered=False,
+        headers={},
+    )
 
 
 def _embedded(app: Celery) -> Any:

@@ -41,8 +41,10 @@ try:
     import kubernetes_validate.utils
     import yaml
 except ImportError as exc:  # pragma: no cover - environment problem, not a manifest problem
-    sys.exit(f"validate.py: missing dependency ({exc.name}); "
-             f"python -m pip install -r {HERE / 'requirements.txt'}")
+    sys.exit(
+        f"validate.py: missing dependency ({exc.name}); "
+        f"python -m pip install -r {HERE / 'requirements.txt'}"
+    )
 
 
 class Report:
@@ -71,14 +73,29 @@ def name_of(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{(obj.get('metadata') or {}).get('name', '?')}"
 
 
-def load_documents(kustomization: Path, report: Report
-                   ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+def load_documents(
+    kustomization: Path, report: Report
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
     kust = yaml.safe_load(kustomization.read_text())
     where = kustomization.name
-    allowed = {"apiVersion", "kind", "namespace", "resources", "images", "labels",
-               "commonLabels", "commonAnnotations", "configMapGenerator", "secretGenerator",
-               "generatorOptions", "patches", "namePrefix", "nameSuffix", "replicas",
-               "components"}
+    allowed = {
+        "apiVersion",
+        "kind",
+        "namespace",
+        "resources",
+        "images",
+        "labels",
+        "commonLabels",
+        "commonAnnotations",
+        "configMapGenerator",
+        "secretGenerator",
+        "generatorOptions",
+        "patches",
+        "namePrefix",
+        "nameSuffix",
+        "replicas",
+        "components",
+    }
     if not isinstance(kust, dict):
         report.error(where, "not a mapping")
         return [], {}
@@ -113,6 +130,7 @@ def _with_namespace(doc: dict[str, Any], namespace: str | None) -> dict[str, Any
 
 
 # ---------------------------------------------------------------- schema layers
+
 
 def validate_builtin(file: str, obj: dict[str, Any], versions: list[str], report: Report) -> None:
     where = f"{file} {name_of(obj)}"
@@ -157,8 +175,10 @@ def validate_keda(file: str, obj: dict[str, Any], schema: dict[str, Any], report
 
 # ---------------------------------------------------------------- cross-references
 
-def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
-                report: Report) -> None:
+
+def cross_check(
+    docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any], report: Report
+) -> None:
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for _, obj in docs:
         by_kind.setdefault(obj.get("kind", ""), {})[(obj.get("metadata") or {}).get("name")] = obj
@@ -167,8 +187,11 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
         obj = by_kind.get(kind, {}).get(name)
         if obj is None:
             return None
-        return set(obj.get("data") or {}) | set(obj.get("stringData") or {}) | set(
-            obj.get("binaryData") or {})
+        return (
+            set(obj.get("data") or {})
+            | set(obj.get("stringData") or {})
+            | set(obj.get("binaryData") or {})
+        )
 
     def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         wanted = selector.get("matchLabels") or {}
@@ -203,8 +226,11 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
                     if ref and not ref.get("optional"):
                         keys = data_keys(kind, ref.get("name"))
                         if keys is None or ref.get("key") not in keys:
-                            report.error(cwhere, f"env {e.get('name')}: {kind} "
-                                         f"{ref.get('name')}/{ref.get('key')} is not defined")
+                            report.error(
+                                cwhere,
+                                f"env {e.get('name')}: {kind} "
+                                f"{ref.get('name')}/{ref.get('key')} is not defined",
+                            )
             mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
             for path, m in mounts.items():
                 if m.get("name") not in volumes:
@@ -225,18 +251,28 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
                 else:
                     for item in cm.get("items") or []:
                         if item.get("key") not in keys:
-                            report.error(where, f"volume {vname}: ConfigMap {cm.get('name')} "
-                                         f"has no key {item.get('key')!r}")
+                            report.error(
+                                where,
+                                f"volume {vname}: ConfigMap {cm.get('name')} "
+                                f"has no key {item.get('key')!r}",
+                            )
         if annotations.get("prometheus.io/scrape") == "true":
             port = annotations.get("prometheus.io/port")
             if port is None or not port.isdigit() or int(port) not in ports:
-                report.error(where, f"prometheus.io/port {port!r} is not a containerPort "
-                             f"{sorted(ports)}")
+                report.error(
+                    where, f"prometheus.io/port {port!r} is not a containerPort {sorted(ports)}"
+                )
         if by_kind.get("ScaledObject") and "replicas" in spec:
-            report.error(where, "sets spec.replicas although a ScaledObject owns the count "
-                         "(every apply would reset it)")
-        pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values()
-                if matches((p.get("spec") or {}).get("selector") or {}, labels)]
+            report.error(
+                where,
+                "sets spec.replicas although a ScaledObject owns the count "
+                "(every apply would reset it)",
+            )
+        pdbs = [
+            p
+            for p in by_kind.get("PodDisruptionBudget", {}).values()
+            if matches((p.get("spec") or {}).get("selector") or {}, labels)
+        ]
         if by_kind.get("PodDisruptionBudget") and not pdbs:
             report.error(where, "no PodDisruptionBudget selects its pods")
         report.ok(where, "cross-references checked")
@@ -245,32 +281,48 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
         where = f"ScaledObject/{name}"
         spec = so.get("spec") or {}
         target = spec.get("scaleTargetRef") or {}
-        if target.get("kind", "Deployment") == "Deployment" and \
-                target.get("name") not in by_kind.get("Deployment", {}):
+        if target.get("kind", "Deployment") == "Deployment" and target.get(
+            "name"
+        ) not in by_kind.get("Deployment", {}):
             report.error(where, f"scaleTargetRef {target.get('name')!r} is not a Deployment here")
         lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
             report.error(where, f"minReplicaCount {lo} > maxReplicaCount {hi}")
         for pdb_name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
             min_available = (pdb.get("spec") or {}).get("minAvailable")
-            if isinstance(min_available, int) and isinstance(lo, int) \
-                    and min_available >= max(lo, 1):
-                report.error(where, f"PDB {pdb_name} minAvailable={min_available} blocks every "
-                             f"drain at minReplicaCount={lo}")
+            if (
+                isinstance(min_available, int)
+                and isinstance(lo, int)
+                and min_available >= max(lo, 1)
+            ):
+                report.error(
+                    where,
+                    f"PDB {pdb_name} minAvailable={min_available} blocks every "
+                    f"drain at minReplicaCount={lo}",
+                )
         for trig in spec.get("triggers") or []:
-            ref = (trig.get("authenticationRef") or {})
-            if ref and ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication" and \
-                    ref.get("name") not in by_kind.get("TriggerAuthentication", {}):
+            ref = trig.get("authenticationRef") or {}
+            if (
+                ref
+                and ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+                and ref.get("name") not in by_kind.get("TriggerAuthentication", {})
+            ):
                 report.error(where, f"authenticationRef {ref.get('name')!r} is not defined")
             meta = trig.get("metadata") or {}
             if trig.get("type") == "rabbitmq" and not (
-                    ref or meta.get("host") or meta.get("hostFromEnv")):
+                ref or meta.get("host") or meta.get("hostFromEnv")
+            ):
                 report.error(where, "rabbitmq trigger: no host, hostFromEnv or authenticationRef")
-        watched = {(t.get("metadata") or {}).get("queueName") for t in spec.get("triggers") or []
-                   if t.get("type") == "rabbitmq"}
+        watched = {
+            (t.get("metadata") or {}).get("queueName")
+            for t in spec.get("triggers") or []
+            if t.get("type") == "rabbitmq"
+        }
         for queue in sorted(CONSUMED_QUEUES - watched):
-            report.error(where, f"no rabbitmq trigger on {queue!r}: a backlog there would not "
-                         "scale the workers")
+            report.error(
+                where,
+                f"no rabbitmq trigger on {queue!r}: a backlog there would not scale the workers",
+            )
         report.ok(where, "cross-references checked")
 
     for name, ta in by_kind.get("TriggerAuthentication", {}).items():
@@ -278,26 +330,39 @@ def cross_check(docs: list[tuple[str, dict[str, Any]]], kust: dict[str, Any],
         for ref in (ta.get("spec") or {}).get("secretTargetRef") or []:
             keys = data_keys("Secret", ref.get("name"))
             if keys is None or ref.get("key") not in keys:
-                report.error(where, f"secretTargetRef {ref.get('name')}/{ref.get('key')} "
-                             "is not defined")
+                report.error(
+                    where, f"secretTargetRef {ref.get('name')}/{ref.get('key')} is not defined"
+                )
         report.ok(where, "cross-references checked")
 
     for image in kust.get("images") or []:
         if image.get("name") not in images_used:
-            report.error("kustomization.yaml", f"images[].name {image.get('name')!r} matches no "
-                         f"container image {sorted(images_used)}")
+            report.error(
+                "kustomization.yaml",
+                f"images[].name {image.get('name')!r} matches no "
+                f"container image {sorted(images_used)}",
+            )
 
 
-def check_policy_mount(where: str, policy_path: str, mounts: dict[str, Any],
-                       volumes: dict[str, Any], by_kind: dict[str, Any], report: Report) -> None:
+def check_policy_mount(
+    where: str,
+    policy_path: str,
+    mounts: dict[str, Any],
+    volumes: dict[str, Any],
+    by_kind: dict[str, Any],
+    report: Report,
+) -> None:
     for mount_path, mount in mounts.items():
         prefix = mount_path.rstrip("/") + "/"
         if not policy_path.startswith(prefix):
             continue
-        rel = policy_path[len(prefix):]
+        rel = policy_path[len(prefix) :]
         if mount.get("subPath"):
-            report.error(where, f"{mount_path} is a subPath mount: ConfigMap edits never reach "
-                         "the pod, so the policy cannot hot-reload")
+            report.error(
+                where,
+                f"{mount_path} is a subPath mount: ConfigMap edits never reach "
+                "the pod, so the policy cannot hot-reload",
+            )
         cm = (volumes.get(mount.get("name")) or {}).get("configMap")
         if not cm:
             report.error(where, f"MODERATION_POLICY={policy_path} is not on a ConfigMap volume")
@@ -307,8 +372,11 @@ def check_policy_mount(where: str, policy_path: str, mounts: dict[str, Any],
         configmap = by_kind.get("ConfigMap", {}).get(cm.get("name"))
         text = ((configmap or {}).get("data") or {}).get(key) if key else None
         if text is None:
-            report.error(where, f"MODERATION_POLICY={policy_path}: ConfigMap "
-                         f"{cm.get('name')!r} has no key for {rel!r}")
+            report.error(
+                where,
+                f"MODERATION_POLICY={policy_path}: ConfigMap "
+                f"{cm.get('name')!r} has no key for {rel!r}",
+            )
             return
         check_policy_text(f"ConfigMap/{cm.get('name')} {key}", text, report)
         return
@@ -336,15 +404,22 @@ def check_policy_text(where: str, text: str, report: Report) -> None:
         try:
             policy = Policy.load(path, with_shadow=False)
         except Exception as exc:  # PolicyError and friends
-            report.error(where, "the worker rejects this policy: "
-                         + str(exc).replace(str(path), "policy.yaml"))
+            report.error(
+                where,
+                "the worker rejects this policy: " + str(exc).replace(str(path), "policy.yaml"),
+            )
             return
-    report.ok(where, f"policy loads with worker.policy ({len(data.get('rules') or [])} rules, "
-              f"version {getattr(policy, 'version', '?')})")
+    report.ok(
+        where,
+        f"policy loads with worker.policy ({len(data.get('rules') or [])} rules, "
+        f"version {getattr(policy, 'version', '?')})",
+    )
     default = REPO / "worker" / "policies" / "default.yaml"
     if default.is_file() and default.read_text() != text:
-        message = ("differs from worker/policies/default.yaml "
-                   "(--write-policy-configmap copies the default)")
+        message = (
+            "differs from worker/policies/default.yaml "
+            "(--write-policy-configmap copies the default)"
+        )
         if REQUIRE_DEFAULT_POLICY:
             report.error(where, message)
         else:
@@ -365,28 +440,43 @@ def write_policy_configmap(target: Path) -> None:
     doc = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "moderation-policy",
-                     "labels": {"app.kubernetes.io/name": "moderation-worker"}},
+        "metadata": {
+            "name": "moderation-policy",
+            "labels": {"app.kubernetes.io/name": "moderation-worker"},
+        },
         "data": {"policy.yaml": Literal(text)},
     }
-    header = ("# The moderation policy, mounted at /etc/moderation/policy.yaml "
-              "(MODERATION_POLICY).\n# Edit in place: the worker reloads it within seconds "
-              "of the kubelet updating the volume.\n# Generated from worker/policies/default.yaml "
-              "by: python docker/k8s/validate.py --write-policy-configmap\n")
+    header = (
+        "# The moderation policy, mounted at /etc/moderation/policy.yaml "
+        "(MODERATION_POLICY).\n# Edit in place: the worker reloads it within seconds "
+        "of the kubelet updating the volume.\n# Generated from worker/policies/default.yaml "
+        "by: python docker/k8s/validate.py --write-policy-configmap\n"
+    )
     target.write_text(header + yaml.dump(doc, sort_keys=False, width=1000, allow_unicode=True))
     print(f"wrote {target} from {source}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=HERE, help="directory with kustomization.yaml")
-    parser.add_argument("--k8s-version", action="append", dest="versions",
-                        help=f"Kubernetes version(s) to check (default {DEFAULT_VERSIONS})")
-    parser.add_argument("--write-policy-configmap", action="store_true",
-                        help="regenerate policy-configmap.yaml from worker/policies/default.yaml")
-    parser.add_argument("--require-default-policy", action="store_true",
-                        help="error (not note) if the policy ConfigMap differs from the default")
+    parser.add_argument(
+        "--k8s-version",
+        action="append",
+        dest="versions",
+        help=f"Kubernetes version(s) to check (default {DEFAULT_VERSIONS})",
+    )
+    parser.add_argument(
+        "--write-policy-configmap",
+        action="store_true",
+        help="regenerate policy-configmap.yaml from worker/policies/default.yaml",
+    )
+    parser.add_argument(
+        "--require-default-policy",
+        action="store_true",
+        help="error (not note) if the policy ConfigMap differs from the default",
+    )
     args = parser.parse_args(argv)
     global REQUIRE_DEFAULT_POLICY
     REQUIRE_DEFAULT_POLICY = args.require_default_policy
@@ -408,9 +498,11 @@ def main(argv: list[str] | None = None) -> int:
             validate_builtin(file, obj, versions, report)
     cross_check(docs, kust, report)
 
-    print(f"\n{len(docs)} objects, {len(report.errors)} errors, {len(report.notes)} notes "
-          f"(kubernetes-validate {metadata.version('kubernetes-validate')}, "
-          f"Kubernetes {', '.join(versions)})")
+    print(
+        f"\n{len(docs)} objects, {len(report.errors)} errors, {len(report.notes)} notes "
+        f"(kubernetes-validate {metadata.version('kubernetes-validate')}, "
+        f"Kubernetes {', '.join(versions)})"
+    )
     return 1 if report.errors else 0
 
 

@@ -37,12 +37,19 @@ def celery_worker_parameters() -> dict[str, Any]:
 
 
 @pytest.fixture
-def celery_app(celery_app: Celery, broker_url: str, fake_llm: FakeLLM,
-               tmp_path: Path) -> Iterator[Celery]:
+def celery_app(
+    celery_app: Celery, broker_url: str, fake_llm: FakeLLM, tmp_path: Path
+) -> Iterator[Celery]:
     """pytest-celery's app, made a moderation worker the way ``worker.celery_app`` is."""
-    settings = Settings(broker_url=broker_url, openai_base_url=fake_llm.base_url,
-                        openai_api_key="test-key", metrics_port=0, result_backend=RESULTS,
-                        batch_wait_ms=50, health_file=tmp_path / "alive")
+    settings = Settings(
+        broker_url=broker_url,
+        openai_base_url=fake_llm.base_url,
+        openai_api_key="test-key",
+        metrics_port=0,
+        result_backend=RESULTS,
+        batch_wait_ms=50,
+        health_file=tmp_path / "alive",
+    )
     install(celery_app, settings)
 
     @celery_app.task(name="tests.action_of")
@@ -63,8 +70,9 @@ def test_delay_returns_the_published_verdict(celery_app, celery_worker, client):
 
 def test_tasks_share_batched_llm_calls(celery_app, celery_worker, fake_llm):
     moderate = celery_app.tasks[NAME]
-    results = [moderate.delay({"id": f"b-{n}", "text": f"ordinary message number {n}"})
-               for n in range(24)]
+    results = [
+        moderate.delay({"id": f"b-{n}", "text": f"ordinary message number {n}"}) for n in range(24)
+    ]
     verdicts = [r.get(timeout=60) for r in results]
     assert [v["id"] for v in verdicts] == [f"b-{n}" for n in range(24)]
     assert all(v["source"] == "llm" for v in verdicts)
@@ -72,16 +80,18 @@ def test_tasks_share_batched_llm_calls(celery_app, celery_worker, fake_llm):
 
 
 def test_send_task_by_name_and_in_a_chain(celery_app, celery_worker):
-    by_name = celery_app.send_task(NAME, args=[{"id": "n-1", "text": "hello there"}],
-                                   queue=QUEUE)
+    by_name = celery_app.send_task(NAME, args=[{"id": "n-1", "text": "hello there"}], queue=QUEUE)
     assert by_name.get(timeout=30)["id"] == "n-1"
-    action = chain(celery_app.tasks[NAME].s({"id": "c-1", "text": "I will kill you"}),
-                   celery_app.tasks["tests.action_of"].s()).delay()
+    action = chain(
+        celery_app.tasks[NAME].s({"id": "c-1", "text": "I will kill you"}),
+        celery_app.tasks["tests.action_of"].s(),
+    ).delay()
     assert action.get(timeout=30) == "block"
 
 
 def test_bad_input_fails_the_task_with_the_reason_and_dead_letters_it(
-        celery_app, celery_worker, client):
+    celery_app, celery_worker, client
+):
     result = celery_app.tasks[NAME].delay({"id": "bad-1", "txet": "no text field"})
     with pytest.raises(RequestRejected) as raised:
         result.get(timeout=30)

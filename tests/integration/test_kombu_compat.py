@@ -29,18 +29,26 @@ def _receive(broker_url: str, fast: bool) -> Any:
         queue = Queue(name, durable=False, auto_delete=True)
         queue(channel).declare()
         connection.Producer(channel).publish(
-            BODY, routing_key=name, content_type="application/json",
-            content_encoding="utf-8", headers={"x-moderation-redelivered": True})
+            BODY,
+            routing_key=name,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"x-moderation-redelivered": True},
+        )
         received: list[Any] = []
         consumer_channel = raw_deliveries(connection.channel(), fast=fast)
-        with Consumer(consumer_channel, queues=[queue], on_message=received.append,
-                      no_ack=False):
+        with Consumer(consumer_channel, queues=[queue], on_message=received.append, no_ack=False):
             deadline = time.monotonic() + 10
             while not received and time.monotonic() < deadline:
                 connection.drain_events(timeout=1)
         message = received[0]
-        seen = (body_bytes(message), message.content_type, message.content_encoding,
-                dict(message.headers), type(message))
+        seen = (
+            body_bytes(message),
+            message.content_type,
+            message.content_encoding,
+            dict(message.headers),
+            type(message),
+        )
         message.ack()
         return seen
 

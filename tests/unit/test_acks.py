@@ -79,8 +79,7 @@ def test_the_acker_settles_from_any_thread_on_drain():
     messages = [FakeMessage(channel, tag) for tag in range(1, 101)]
     for message in messages:
         acker.received(message)
-    threads = [threading.Thread(target=acker.settle, args=(messages[n::4], True))
-               for n in range(4)]
+    threads = [threading.Thread(target=acker.settle, args=(messages[n::4], True)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:

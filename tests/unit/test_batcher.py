@@ -13,14 +13,20 @@ class Clock:
         return self.now
 
 
-def make(size: int = 4, slots: int = 2, wait_s: float = 0.03, eager_below: int = 0,
-         largest: int = 64):
+def make(
+    size: int = 4, slots: int = 2, wait_s: float = 0.03, eager_below: int = 0, largest: int = 64
+):
     clock = Clock()
     started: list[list[int]] = []
     limits = {"size": size, "slots": slots}
     batcher: Batcher[int] = Batcher(
-        start=started.append, size=lambda: limits["size"], slots=lambda: limits["slots"],
-        wait_s=lambda: wait_s, largest=largest, eager_below=eager_below, clock=clock,
+        start=started.append,
+        size=lambda: limits["size"],
+        slots=lambda: limits["slots"],
+        wait_s=lambda: wait_s,
+        largest=largest,
+        eager_below=eager_below,
+        clock=clock,
     )
     return batcher, started, clock, limits
 

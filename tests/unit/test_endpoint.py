@@ -9,8 +9,9 @@ from worker._prompt import worst_reply_tokens
 def test_streamed_calls_teach_first_token_and_token_times():
     model = EndpointModel(ttft_s=0.6, token_s=0.015)
     for _ in range(60):
-        model.observe(CallTiming(items=10, duration_s=0.3 + 49 * 0.05, completion_tokens=50,
-                                 ttft_s=0.3))
+        model.observe(
+            CallTiming(items=10, duration_s=0.3 + 49 * 0.05, completion_tokens=50, ttft_s=0.3)
+        )
     assert abs(model.ttft_s - 0.3) < 0.01 and abs(model.token_s - 0.05) < 0.002
     assert abs(model.tokens_per_item - 5.0) < 0.1
 
@@ -18,10 +19,12 @@ def test_streamed_calls_teach_first_token_and_token_times():
 def test_a_slower_endpoint_gets_smaller_batches():
     fast, slow = EndpointModel(), EndpointModel()
     for _ in range(60):
-        fast.observe(CallTiming(items=20, duration_s=0.6 + 56 * 0.015, completion_tokens=56,
-                                ttft_s=0.6))
-        slow.observe(CallTiming(items=20, duration_s=0.6 + 56 * 0.06, completion_tokens=56,
-                                ttft_s=0.6))
+        fast.observe(
+            CallTiming(items=20, duration_s=0.6 + 56 * 0.015, completion_tokens=56, ttft_s=0.6)
+        )
+        slow.observe(
+            CallTiming(items=20, duration_s=0.6 + 56 * 0.06, completion_tokens=56, ttft_s=0.6)
+        )
     assert fast.batch_size(1.5, 64) > 2 * slow.batch_size(1.5, 64) >= 2
     assert fast.expected_s(fast.batch_size(1.5, 64)) <= 1.5
 
@@ -39,8 +42,9 @@ def test_the_cap_holds_the_longest_valid_reply_in_the_endpoints_tokenizer():
     assert model.max_tokens(20) >= worst_reply_tokens(20)
     wordy = EndpointModel(tokenizer_ratio=1.0)
     for _ in range(60):
-        wordy.observe(CallTiming(items=10, duration_s=1.0, completion_tokens=60,
-                                 reply_tokens_o200k=30))
+        wordy.observe(
+            CallTiming(items=10, duration_s=1.0, completion_tokens=60, reply_tokens_o200k=30)
+        )
     assert wordy.max_tokens(20) >= 2 * worst_reply_tokens(20)
 
 
@@ -48,10 +52,13 @@ def test_the_timeout_follows_the_cap_not_a_fixed_number():
     model = EndpointModel(ttft_s=0.6, token_s=0.015)
     assert model.timeout_s(model.max_tokens(1), 30) == 30  # nothing observed yet
     for _ in range(3):
-        model.observe(CallTiming(items=4, duration_s=0.6 + 12 * 0.015, completion_tokens=12,
-                                 ttft_s=0.6))
-    small, large = model.timeout_s(model.max_tokens(1), 30), model.timeout_s(
-        model.max_tokens(40), 30)
+        model.observe(
+            CallTiming(items=4, duration_s=0.6 + 12 * 0.015, completion_tokens=12, ttft_s=0.6)
+        )
+    small, large = (
+        model.timeout_s(model.max_tokens(1), 30),
+        model.timeout_s(model.max_tokens(40), 30),
+    )
     assert small < large <= 30
     assert large >= 0.6 + model.max_tokens(40) * 0.015  # room for the longest valid reply
 
@@ -80,37 +87,53 @@ def test_prefill_that_grows_with_the_items_shrinks_the_batches():
     model = EndpointModel(ttft_s=0.6, token_s=0.025)
     for n in range(60):
         items = 1 + n % 4
-        model.observe(CallTiming(items=items, duration_s=0.3 + 1.0 * items + 0.1,
-                                 completion_tokens=3 * items, ttft_s=0.3 + 1.0 * items))
+        model.observe(
+            CallTiming(
+                items=items,
+                duration_s=0.3 + 1.0 * items + 0.1,
+                completion_tokens=3 * items,
+                ttft_s=0.3 + 1.0 * items,
+            )
+        )
     assert model.batch_size(1.5, 64) == 1
     quick = EndpointModel(ttft_s=0.6, token_s=0.025)
     for n in range(60):
         items = 1 + n % 4
-        quick.observe(CallTiming(items=items, duration_s=0.4, completion_tokens=3 * items,
-                                 ttft_s=0.3))
+        quick.observe(
+            CallTiming(items=items, duration_s=0.4, completion_tokens=3 * items, ttft_s=0.3)
+        )
     assert quick.batch_size(1.5, 64) > 10
-
-
 
 
 def test_a_fast_outlier_is_forgotten_and_prefill_heavy_calls_do_not_set_the_floor():
     model = EndpointModel(ttft_s=0.6, token_s=0.015)
     for n in range(40):
-        model.observe(CallTiming(items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18,
-                                 completion_tokens=18))
+        model.observe(
+            CallTiming(
+                items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18, completion_tokens=18
+            )
+        )
     floor = model.ttft_floor_s
     model.observe(CallTiming(items=6, duration_s=0.02 + 0.015 * 18, completion_tokens=18))
     assert model.ttft_floor_s < 0.05 and model.congested  # one call says: no queue at all
     for n in range(100):  # the same endpoint as before, for a window of calls
-        model.observe(CallTiming(items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18,
-                                 completion_tokens=18))
+        model.observe(
+            CallTiming(
+                items=6, duration_s=(0.45 if n % 2 else 0.75) + 0.015 * 18, completion_tokens=18
+            )
+        )
     assert model.ttft_floor_s == floor and not model.congested  # forgotten, not kept for good
 
     model = EndpointModel(ttft_s=0.6, token_s=0.015)
     for n in range(40):  # 5 and 60 items: the line learns ~10 ms of prefill per item
         items = 5 if n % 2 else 60
-        model.observe(CallTiming(items=items, duration_s=0.5 + 0.01 * items + 0.015 * 3 * items,
-                                 completion_tokens=3 * items))
+        model.observe(
+            CallTiming(
+                items=items,
+                duration_s=0.5 + 0.01 * items + 0.015 * 3 * items,
+                completion_tokens=3 * items,
+            )
+        )
     floor = model.ttft_floor_s
     # a large call faster than the line says: most of its first token is the line's guess
     model.observe(CallTiming(items=60, duration_s=0.62 + 0.015 * 180, completion_tokens=180))

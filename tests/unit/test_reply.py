@@ -84,8 +84,9 @@ def test_duplicates_and_malformed_entries_count_as_missing():
     assert reader.missing() == [1] and reader.malformed == 2
 
 
-@pytest.mark.parametrize("content", ["", "nope", '{"x":[]}', '{"r":"0"}', "[1,2]",
-                                     '{"r":["0","1"]}}oops'])
+@pytest.mark.parametrize(
+    "content", ["", "nope", '{"x":[]}', '{"r":"0"}', "[1,2]", '{"r":["0","1"]}}oops']
+)
 def test_what_is_not_the_document_is_broken(content):
     reader = read(content, 2)
     assert reader.broken is not None

@@ -40,8 +40,16 @@ from worker.testing import _fake_reply as fr
 from worker.testing import _fake_timing as ft
 from worker.testing._fake_reply import LEXICON, answered_scores, score_text
 
-__all__ = ["FAULTS", "LEXICON", "TIMINGS", "FakeLLM", "FakeLLMState", "answered_scores", "main",
-           "score_text"]
+__all__ = [
+    "FAULTS",
+    "LEXICON",
+    "TIMINGS",
+    "FakeLLM",
+    "FakeLLMState",
+    "answered_scores",
+    "main",
+    "score_text",
+]
 
 # 429 (retry-after: 0.2), 500, timeout (timeout_s, then 504), malformed (content cut in
 # half + "}}oops"), truncated (cut in half, finish_reason "length"), refusal, missing (the
