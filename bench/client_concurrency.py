@@ -22,14 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker._llm_call import _body  # noqa: E402
-from worker._prompt import CallLimits  # noqa: E402
+from worker._llm_call import CallLimits, _body, _http  # noqa: E402
 
 ITEMS = [
     (f"message number {i}: see you at the game tonight, bring snacks", None) for i in range(16)
@@ -56,9 +54,9 @@ def _server(port: int, latency_ms: float) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            _http.get(f"http://127.0.0.1:{port}/health", timeout=1)
             return proc
-        except httpx.HTTPError:
+        except _http.HTTPError:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("fake LLM did not start")
@@ -74,7 +72,7 @@ def run_threads(base_url: str, calls: int, in_flight: int, body: bytes) -> list[
 
     def one(_: int) -> None:
         started = time.monotonic()
-        client.post("/chat/completions", cast_to=httpx.Response, content=body, options=_options())  # type: ignore[arg-type]
+        client.post("/chat/completions", cast_to=_http.Response, content=body, options=_options())  # type: ignore[arg-type]
         durations.append(time.monotonic() - started)
 
     with ThreadPoolExecutor(in_flight) as pool:
@@ -94,7 +92,7 @@ def run_asyncio(base_url: str, calls: int, in_flight: int, body: bytes) -> list[
             for _ in remaining:
                 started = time.monotonic()
                 await client.post(
-                    "/chat/completions", cast_to=httpx.Response, content=body, options=_options()
+                    "/chat/completions", cast_to=_http.Response, content=body, options=_options()
                 )  # type: ignore[arg-type]
                 durations.append(time.monotonic() - started)
 
