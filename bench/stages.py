@@ -182,10 +182,10 @@ def run(args: argparse.Namespace) -> None:
 
     verdicts = []
     _cpu(
-        "verdict: Pipeline._scored_verdict",
+        "verdict: VerdictBuilder.scored",
         m,
         lambda: verdicts.extend(
-            pipeline2._scored_verdict(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini")
+            pipeline2.verdicts.scored(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini")
             for pd in pendings
         ),
         results,

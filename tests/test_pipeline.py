@@ -126,3 +126,33 @@ def test_truncation_counts_tokens_not_characters():
     text = "𝕏" * 100  # 100 characters, about 300 tokens
     cut, truncated = truncate(text, 120)
     assert truncated and count_tokens(cut) <= 130
+
+
+class RecordingHooks:
+    """A ``worker._hooks.Hooks`` that writes down what the stages reported."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def __getattr__(self, name: str):
+        def record(*args: object) -> None:
+            self.calls.append((name, args[0] if args else None))
+
+        return record
+
+
+def test_stages_report_through_hooks_not_metrics(fake_llm):
+    from worker.pipeline import build_pipeline
+    from worker.settings import Settings
+
+    hooks = RecordingHooks()
+    pipeline = build_pipeline(
+        Settings(openai_base_url=fake_llm.base_url, openai_api_key="k"),
+        hooks=hooks,  # type: ignore[arg-type]
+    )
+    pipeline.run([env(id="1", text="go hang yourself"), env(id="2", text="nice weather")])
+    names = [name for name, _ in hooks.calls]
+    assert names.count("prepared") == 2  # both messages
+    assert ("local_cache", False) in hooks.calls  # only the one the rules left
+    assert {"shared_cache", "llm_batch", "llm_request"} <= set(names)
+    assert ("llm_request", "ok") in hooks.calls

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import queue
 from collections import deque
-from typing import Any, Protocol
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+
+if TYPE_CHECKING:
+    from worker.models import Verdict
+    from worker.validate import DeadLetter
 
 log = structlog.get_logger("worker.acks")
 
@@ -31,6 +36,28 @@ class Delivery(Protocol):
     def ack(self) -> None: ...
 
     def reject(self, requeue: bool = False) -> None: ...
+
+
+class TaskDelivery:
+    """A request that came as a Celery task: settled by resolving ``future`` with the
+    published verdict (or dead letter) rather than by an AMQP ack, which is Celery's."""
+
+    __slots__ = ("body", "channel", "delivery_tag", "future", "outcome", "published")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.channel = None
+        self.delivery_tag = None
+        self.future: Future[Verdict | DeadLetter] = Future()
+        self.outcome: Verdict | DeadLetter | None = None
+
+    def ack(self) -> None:
+        if self.outcome is not None and not self.future.done():
+            self.future.set_result(self.outcome)
+
+    def reject(self, requeue: bool = False) -> None:
+        if not self.future.done():
+            self.future.set_exception(RuntimeError("the verdict could not be published"))
 
 
 class AckWindow:

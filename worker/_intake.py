@@ -27,8 +27,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from worker import metrics
-from worker._acks import Acker
+from worker._acks import Acker, TaskDelivery
 from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker._kombu_compat import body_bytes
@@ -47,28 +46,6 @@ class Loop(Protocol):
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
-
-
-class TaskDelivery:
-    """A request that came as a Celery task: settled by resolving ``future`` with the
-    published verdict (or dead letter) rather than by an AMQP ack, which is Celery's."""
-
-    __slots__ = ("body", "channel", "delivery_tag", "future", "outcome", "published")
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.channel = None
-        self.delivery_tag = None
-        self.future: Future[Verdict | DeadLetter] = Future()
-        self.outcome: Verdict | DeadLetter | None = None
-
-    def ack(self) -> None:
-        if self.outcome is not None and not self.future.done():
-            self.future.set_result(self.outcome)
-
-    def reject(self, requeue: bool = False) -> None:
-        if not self.future.done():
-            self.future.set_exception(RuntimeError("the verdict could not be published"))
 
 
 class Intake:
@@ -110,8 +87,7 @@ class Intake:
         self._batch_due: float | None = None
         self._deferred_logged = 0.0
         self._debug = settings.log_level.upper() == "DEBUG"
-        self._end_to_end = metrics.STAGE_SECONDS.labels("end_to_end")
-        self._publish_seconds = metrics.STAGE_SECONDS.labels("publish")
+        self.hooks = pipeline.hooks
         self.heap = HeapFreezer()
 
     # -- event loop thread --------------------------------------------------------------
@@ -121,7 +97,7 @@ class Intake:
         self.acker.received(message)
         with self._lock:
             self.inflight += 1
-        metrics.INFLIGHT.inc()
+        self.hooks.received()
         try:
             delivery = message.delivery_info or {}
             headers = dict(message.headers)
@@ -141,7 +117,7 @@ class Intake:
         """A request that came as a Celery task (``worker.tasks``)."""
         with self._lock:
             self.inflight += 1
-        metrics.INFLIGHT.inc()
+        self.hooks.received()
         try:
             envelope = Envelope(
                 body=delivery.body,
@@ -184,7 +160,7 @@ class Intake:
             content_type=envelope.content_type or "application/json",
             content_encoding=envelope.content_encoding,
         )
-        metrics.DEFERRED.inc()
+        self.hooks.deferred()
         now = time.monotonic()
         if now - self._deferred_logged > 10:
             self._deferred_logged = now
@@ -224,7 +200,7 @@ class Intake:
         if settled:
             with self._lock:
                 self.inflight -= settled
-            metrics.INFLIGHT.dec(settled)
+            self.hooks.settled(settled)
 
     def finish(self, grace_s: float) -> None:
         """Start what is held, then wait (at most ``grace_s``) for it to be settled."""
@@ -274,7 +250,7 @@ class Intake:
             self.pipeline.complete([pending for pending, _ in batch], emit)
         except Exception:
             log.exception("batch_failed", size=len(batch))
-            metrics.ERRORS.labels("batch").inc()
+            self.hooks.failed("batch")
             unsent = [message for (_, message), done in zip(batch, sent, strict=True) if not done]
             with self._lock:
                 self.llm_pending -= len(unsent)
@@ -296,7 +272,7 @@ class Intake:
                     detail=outcome.detail,
                     message_id=outcome.request_id,
                 )
-                metrics.DEAD_LETTERS.labels(outcome.reason.value).inc()
+                self.hooks.dead_letter(outcome)
                 out.append(dead_letter_message(outcome, self.settings, self.hostname))
             else:
                 if self._debug:
@@ -308,7 +284,7 @@ class Intake:
                         source=outcome.source.value,
                         latency_ms=outcome.latency_ms,
                     )
-                metrics.VERDICTS.labels(outcome.action.value, outcome.source.value).inc()
+                self.hooks.verdict(outcome)
                 latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))
         messages = [m for _, m in outcomes]
@@ -320,13 +296,7 @@ class Intake:
         started = time.monotonic()
 
         def done(ok: bool) -> None:
-            publish_s = time.monotonic() - started
-            self._publish_seconds.observe(publish_s)
-            end_to_end = self._end_to_end
-            for latency in latencies:
-                end_to_end.observe(latency + publish_s)
-            if not ok:
-                metrics.ERRORS.labels("publish").inc()
+            self.hooks.published(time.monotonic() - started, latencies, ok)
             self.settle(messages, ok)
 
         self.publisher.submit(out, done)

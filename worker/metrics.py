@@ -1,17 +1,25 @@
 """Prometheus metrics: one place that names them all (the README lists them with PromQL).
 
-The stages call these directly; with no metrics port the objects still count, nobody
-scrapes them, and the cost is a few hundred nanoseconds per message.
+The stages report through ``worker._hooks.Hooks``; ``MetricsHooks`` turns those reports
+into these metrics. With no metrics port the objects still count, nobody scrapes them,
+and the cost is a few hundred nanoseconds per message.
 """
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import prometheus_client
 import structlog
 from prometheus_client import Gauge, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
+
+from worker._hooks import Hooks
+
+if TYPE_CHECKING:
+    from worker._batch_result import BatchResult
+    from worker.models import Verdict
+    from worker.validate import DeadLetter
 
 log = structlog.get_logger("worker.metrics")
 
@@ -100,3 +108,71 @@ def serve(port: int | None) -> None:
         log.info("metrics_serving", port=port)
     except OSError as exc:
         log.warning("metrics_port_unavailable", port=port, error=str(exc))
+
+
+class MetricsHooks(Hooks):
+    """The stages' reports as Prometheus metrics."""
+
+    def __init__(self) -> None:
+        self._prepare = STAGE_SECONDS.labels("prepare")
+        self._cache = STAGE_SECONDS.labels("cache")
+        self._llm = STAGE_SECONDS.labels("llm")
+        self._publish = STAGE_SECONDS.labels("publish")
+        self._end_to_end = STAGE_SECONDS.labels("end_to_end")
+        self._local_hit = CACHE.labels("hit_local")
+        self._local_miss = CACHE.labels("miss_local")
+        self._shared_hit = CACHE.labels("hit_shared")
+
+    def prepared(self, seconds: float) -> None:
+        self._prepare.observe(seconds)
+
+    def local_cache(self, hit: bool) -> None:
+        (self._local_hit if hit else self._local_miss).inc()
+
+    def shared_cache(self, seconds: float, hits: int) -> None:
+        self._cache.observe(seconds)
+        self._shared_hit.inc(hits)
+
+    def llm_batch(
+        self, result: BatchResult, distinct: int, seconds: float, cost_usd: float
+    ) -> None:
+        usage = result.usage
+        self._llm.observe(seconds)
+        BATCH_SIZE.observe(distinct)
+        LLM_TOKENS.labels("prompt").inc(usage.prompt_tokens)
+        LLM_TOKENS.labels("completion").inc(usage.completion_tokens)
+        LLM_TOKENS.labels("cached").inc(usage.cached_tokens)
+        LLM_COST.inc(cost_usd)
+
+    def failed(self, stage: str) -> None:
+        ERRORS.labels(stage).inc()
+
+    def llm_request(self, outcome: str, limit: float) -> None:
+        LLM_REQUESTS.labels(outcome).inc()
+        LLM_CONCURRENCY_LIMIT.set(limit)
+
+    def batch_target(self, size: int) -> None:
+        LLM_BATCH_TARGET.set(size)
+
+    def received(self) -> None:
+        INFLIGHT.inc()
+
+    def settled(self, count: int) -> None:
+        INFLIGHT.dec(count)
+
+    def deferred(self) -> None:
+        DEFERRED.inc()
+
+    def dead_letter(self, dead: DeadLetter) -> None:
+        DEAD_LETTERS.labels(dead.reason.value).inc()
+
+    def verdict(self, verdict: Verdict) -> None:
+        VERDICTS.labels(verdict.action.value, verdict.source.value).inc()
+
+    def published(self, seconds: float, latencies: list[float], ok: bool) -> None:
+        self._publish.observe(seconds)
+        end_to_end = self._end_to_end
+        for latency in latencies:
+            end_to_end.observe(latency + seconds)
+        if not ok:
+            ERRORS.labels("publish").inc()
