@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from worker.testing import _fake_reply as fr
+from worker.testing._fake_http import Responder
 
 if TYPE_CHECKING:
     from worker.testing.fake_llm import FakeLLMState
@@ -66,7 +67,7 @@ def paced(due: Sequence[float]) -> Iterator[tuple[int, int]]:
 
 
 def stream(
-    conn: fr.Responder, frames: fr.Frames, parts: Sequence[tuple[str, int]],
+    conn: Responder, frames: fr.Frames, parts: Sequence[tuple[str, int]],
     when: tuple[float, float, float], head: bytes, tail: bytes, cut: bool,
 ) -> bool:  # fmt: skip
     """Each part (text, tokens written so far) as an event when its last token is written,
@@ -96,7 +97,7 @@ def stream(
 
 
 def admit(
-    conn: fr.Responder, state: FakeLLMState, request: dict[str, Any], fault: str | None
+    conn: Responder, state: FakeLLMState, request: dict[str, Any], fault: str | None
 ) -> tuple[int, dict[str, str]] | None:
     """Answer the faults and limits that refuse ``request`` before it is generated: None
     when it was so answered, else (its prompt tokens, the x-ratelimit-* headers)."""
@@ -131,7 +132,7 @@ def admit(
 
 
 def generate(
-    conn: fr.Responder, state: FakeLLMState, request: dict[str, Any], reply: fr.Reply,
+    conn: Responder, state: FakeLLMState, request: dict[str, Any], reply: fr.Reply,
     prompt: int, headers: dict[str, str], fault: str | None,
 ) -> bool:  # fmt: skip
     """Write ``reply`` on ``conn`` as the model would: once a slot is free, after the time
