@@ -46,7 +46,6 @@ __all__ = [
     "FakeLLM",
     "FakeLLMState",
     "answered_scores",
-    "main",
     "score_text",
 ]
 
@@ -273,12 +272,7 @@ class FakeLLM:
         self.stop()
 
 
-def main() -> None:
-    """``python -m worker.testing.fake_llm``: serve until interrupted (``_fake_cli``)."""
-    from worker.testing._fake_cli import main as serve
+if __name__ == "__main__":  # the command itself lives in _fake_cli
+    from worker.testing._fake_cli import main
 
-    serve()
-
-
-if __name__ == "__main__":
     main()
