@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,6 +177,26 @@ def load_policy_file(path: Path) -> tuple[PolicyFile, str]:
     policy = parse_policy(text, str(path))
     canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
     return policy, hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """A parsed policy file with its version, and the shadow policy it names (parsed)."""
+
+    spec: PolicyFile
+    version: str
+    shadow: PolicySource | None = None
+
+
+def read_policy(path: Path, *, with_shadow: bool = True) -> PolicySource:
+    """Parse the file and, unless ``with_shadow`` is false, the shadow policy it names
+    (a path relative to the file's directory). A shadow's own shadow is not read: one
+    policy is evaluated alongside, not a chain."""
+    spec, version = load_policy_file(path)
+    shadow = None
+    if spec.shadow and with_shadow:
+        shadow = read_policy((path.parent / spec.shadow).resolve(), with_shadow=False)
+    return PolicySource(spec, version, shadow)
 
 
 def layer_thresholds(
