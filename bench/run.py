@@ -49,6 +49,13 @@ if str(ROOT) not in sys.path:
 from bench import _proc, _profile  # noqa: E402
 from bench._amqp import collect, produce, queue_depths  # noqa: E402
 from bench._data import load_texts  # noqa: E402
+from worker.testing.amqp import (  # noqa: E402
+    WorkerLauncher,
+    WorkerProcess,
+    spawn,
+    temporary_vhost,
+    terminate,
+)
 
 SHARED = ROOT.parent / "shared"
 TIKTOKEN_DIR = SHARED / "tiktoken"
@@ -79,34 +86,20 @@ _started: list[subprocess.Popen[bytes]] = []
 _mp_started: list[mp.process.BaseProcess] = []
 
 
+_launchers: list[WorkerLauncher] = []
+
+
 def _spawn(
     cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: prefork children go with it
-    )
+    # its own process group: prefork children go with it
+    proc = spawn(cmd, env, log, cwd, group=True)
     _started.append(proc)
     return proc
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    else:  # leader gone: make sure nothing of its group is left
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    terminate(proc, timeout, group=True)
     if proc in _started:
         _started.remove(proc)
 
@@ -117,6 +110,8 @@ def _cleanup() -> None:
             p.kill()
             p.join(5)
     _mp_started.clear()
+    for launcher in _launchers:
+        launcher.stop_all(timeout=10)
     for proc in reversed(list(_started)):
         _stop(proc, timeout=10)
 
@@ -128,31 +123,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 # -- RabbitMQ vhost ---------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str, check: bool = True) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, timeout=90)
-
-
 @contextlib.contextmanager
 def private_vhost() -> Any:
-    name = f"moderation-bench-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        _cleanup()  # stop our processes before their vhost disappears under them
-        for _ in range(5):  # the shared broker may be restarting: retry a little
-            done = subprocess.run(
-                ["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=90
-            )
-            if done.returncode == 0:
-                break
-            time.sleep(3)
-        else:
-            print(
-                f"could not delete vhost {name}: delete it with `rabbitmqctl delete_vhost {name}`",
-                file=sys.stderr,
-            )
+    # the shared broker may be restarting: the deletion is retried a little
+    with temporary_vhost("moderation-bench", delete_attempts=5, timeout=90) as name:
+        try:
+            yield name
+        finally:
+            _cleanup()  # stop our processes before their vhost disappears under them
 
 
 # -- the simulated LLM and the workers ------------------------------------------------------
@@ -309,52 +287,24 @@ def start_workers(
     tmp: Path,
     extra_env: dict[str, str],
     src: Path = ROOT,
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    health = []
-    for n in range(count):
-        env = _base_env()
-        alive = tmp / f"worker{n}.alive"
-        alive.unlink(missing_ok=True)
-        env.update(
-            MODERATION_BROKER_URL=broker_url,
-            OPENAI_BASE_URL=llm_url,
-            OPENAI_API_KEY="bench-key",
-            MODERATION_HEALTH_FILE=str(alive),
-            MODERATION_SHUTDOWN_GRACE_S="10",
-            MODERATION_PRICES=json.dumps({"gpt-4o-mini": GPT_4O_MINI}),
-            PYTHONPATH=str(src),
-        )
-        env.update(extra_env)
-        procs.append(
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker",
-                    "worker",
-                    "-n",
-                    f"bench{n}-{uuid.uuid4().hex[:4]}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                env,
-                tmp / f"worker{n}.log",
-                cwd=src,
-            )
-        )
-        health.append(alive)
-    deadline = time.monotonic() + 60
-    while not all(h.exists() for h in health):
-        for n, proc in enumerate(procs):
-            if proc.poll() is not None:
-                raise HarnessError(f"worker exited: {(tmp / f'worker{n}.log').read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise HarnessError("workers not ready after 60 s")
-        time.sleep(0.1)
-    return procs
+) -> tuple[WorkerLauncher, list[WorkerProcess]]:
+    env = _base_env()
+    env.update(
+        MODERATION_BROKER_URL=broker_url,
+        OPENAI_BASE_URL=llm_url,
+        OPENAI_API_KEY="bench-key",
+        MODERATION_SHUTDOWN_GRACE_S="10",
+        MODERATION_PRICES=json.dumps({"gpt-4o-mini": GPT_4O_MINI}),
+        PYTHONPATH=str(src),
+    )
+    env.update(extra_env)
+    # celery's own log level (warnings only); a process group each, as _spawn's
+    launcher = WorkerLauncher(env, tmp, name="bench", loglevel=None, cwd=src, group=True)
+    _launchers.append(launcher)
+    try:
+        return launcher, launcher.start_many(count, timeout=60)
+    except (RuntimeError, TimeoutError) as exc:
+        raise HarnessError(str(exc)) from exc
 
 
 def start_naive(broker_url: str, llm_url: str, tmp: Path, processes: int) -> Any:
@@ -1157,7 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             if not args.skip_fast:
-                workers = start_workers(
+                launcher, workers = start_workers(
                     args.workers, broker_url, llm_url, tmp, extra_env, args.worker_src.resolve()
                 )
                 watch = Watch(
@@ -1263,8 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
                     broker_url,
                     ["moderation.requests", "moderation.dead", "moderation.verdicts.unrouted"],
                 )
-                for w in workers:
-                    _stop(w)
+                launcher.stop_all(timeout=20)
 
             if not args.skip_naive:
                 naive = start_naive(broker_url, llm_url, tmp, args.naive_processes)

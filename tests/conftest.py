@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +17,7 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
 from worker.client import ModerationClient  # noqa: E402
 from worker.pipeline import Pipeline, build_pipeline  # noqa: E402
 from worker.settings import DEFAULT_PRICES, Settings  # noqa: E402
+from worker.testing.amqp import WorkerLauncher, WorkerProcess, temporary_vhost  # noqa: E402
 from worker.testing.fake_llm import FakeLLM, FakeLLMState  # noqa: E402
 
 RABBIT = "127.0.0.1:5672"
@@ -29,18 +25,11 @@ RABBIT = "127.0.0.1:5672"
 GPT_4O_MINI_PRICES = {"gpt-4o-mini": DEFAULT_PRICES["gpt-4o-mini"]}
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[str]:
     """A vhost of our own, so tests never see anyone else's queues (or leave theirs)."""
-    name = f"moderation-test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
+    with temporary_vhost("moderation-test") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")
@@ -122,74 +111,6 @@ def _purge(client: ModerationClient) -> None:
             channel.queue_purge(name)
 
 
-class WorkerProcess:
-    """``celery -A worker worker`` as a real subprocess, as a pod would run it."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.name = f"test-{uuid.uuid4().hex[:6]}@%h"
-        self.health = tmp / f"{uuid.uuid4().hex[:6]}.alive"
-        self.log = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> WorkerProcess:
-        env = {**self.env, "MODERATION_HEALTH_FILE": str(self.health)}
-        self.health.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-n",
-                self.name,
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "INFO",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.health.exists():
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker not ready: {self.output()[-3000:]}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 40.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def worker_env(broker_url: str, fake_llm: FakeLLM) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "OPENAI_"))}
@@ -211,17 +132,10 @@ def worker_env(broker_url: str, fake_llm: FakeLLM) -> dict[str, str]:
 def start_worker(
     worker_env: dict[str, str], tmp_path: Path, client: ModerationClient
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes; all are stopped (SIGTERM) after the test."""
-    started: list[WorkerProcess] = []
-
-    def start(wait: bool = True, **env: str) -> WorkerProcess:
-        process = WorkerProcess({**worker_env, **env}, tmp_path)
-        started.append(process)
-        return process.start(wait=wait)
-
-    yield start
-    for process in started:
-        process.stop()
+    """Start real worker processes (``start(wait=True, **env)``, each a
+    ``WorkerProcess``); all are stopped (SIGTERM) after the test."""
+    with WorkerLauncher(worker_env, tmp_path, cwd=ROOT) as launcher:
+        yield launcher.start
 
 
 def pytest_report_header() -> list[str]:

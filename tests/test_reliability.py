@@ -23,22 +23,21 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import amqp
 import pytest
-from kombu import Connection, Consumer, Queue
+from kombu import Connection
 
 from worker import topology
 from worker.client import ModerationClient
 from worker.models import CATEGORIES, Verdict
 from worker.policy import Policy, decide
 from worker.settings import DEFAULT_POLICY, Settings
+from worker.testing.amqp import DeadRecord, Outgoing, Producer, VerdictCollector, rabbitmqctl
 from worker.testing.fake_llm import FakeLLM, answered_scores
 
 pytestmark = pytest.mark.slow
@@ -48,187 +47,23 @@ THRESHOLDS = Policy.load(DEFAULT_POLICY).for_tenant(None).thresholds
 
 
 # ---------------------------------------------------------------------------------------
-# Collecting verdicts and dead letters (own connection, own thread, survives restarts)
+# Collecting verdicts and dead letters (own connection, own thread, survives restarts),
+# publishing with confirms, republishing what the broker did not confirm: the toolkit's
 # ---------------------------------------------------------------------------------------
 
-
-@dataclass(slots=True)
-class Dead:
-    body: bytes
-    reason: str
-    error: str
-    headers: dict[str, Any]
-    request_id: str | None = None  # the body's "id", when the body has one
-
-
-def _request_id(body: bytes) -> str | None:
-    if len(body) > 300_000:  # nothing that large is parsed by the worker either
-        return None
-    try:
-        value = json.loads(body).get("id")
-    except Exception:  # not JSON, not an object, too deep...
-        return None
-    return value if isinstance(value, str) else None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Collector:
-    """Consumes every verdict (its own quorum queue bound ``#``) and ``moderation.dead``.
-
-    Runs in a thread with its own connection and reconnects after a broker outage; the
-    verdict queue is durable, so nothing published while it is disconnected is missed.
-    """
-
-    def __init__(self, broker_url: str, settings: Settings) -> None:
-        self.broker_url = broker_url
-        self.settings = settings
-        self.queue_name = f"test.reliability.verdicts.{uuid.uuid4().hex[:8]}"
-        self.verdicts: list[Verdict] = []
-        self.dead: list[Dead] = []
-        self.by_id: dict[str, list[Verdict]] = defaultdict(list)
-        self.bad: list[str] = []  # verdict bodies that did not parse
-        self.reconnects = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
-
-    def _queues(self) -> tuple[Queue, Queue]:
-        verdicts = Queue(
-            self.queue_name,
-            exchange=topology.verdicts_exchange(self.settings),
-            routing_key="#",
-            durable=True,
-            queue_arguments={"x-queue-type": "quorum"},
-        )
-        return verdicts, topology.dead_queue(self.settings)
-
-    def start(self) -> Collector:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise TimeoutError("collector did not connect")
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with Connection(self.broker_url, heartbeat=0, connect_timeout=3) as conn:
-                    conn.ensure_connection(max_retries=1)
-                    channel = conn.channel()
-                    verdict_queue, dead_queue = self._queues()
-                    consumers = [
-                        Consumer(
-                            channel,
-                            [verdict_queue],
-                            on_message=self._on_verdict,
-                            prefetch_count=2000,
-                            no_ack=False,
-                        ),
-                        Consumer(
-                            channel,
-                            [dead_queue],
-                            on_message=self._on_dead,
-                            prefetch_count=500,
-                            no_ack=False,
-                        ),
-                    ]
-                    for consumer in consumers:
-                        consumer.consume()
-                    self._ready.set()
-                    while not self._stop.is_set():
-                        with suppress(TimeoutError):
-                            conn.drain_events(timeout=0.2)
-            except Exception:  # broker gone: try again shortly
-                if self._stop.is_set():
-                    return
-                self.reconnects += 1
-                time.sleep(0.5)
-
-    def _on_verdict(self, message: Any) -> None:
-        body = message.body if isinstance(message.body, bytes) else message.body.encode()
-        try:
-            verdict = Verdict.model_validate_json(body)
-        except Exception:
-            with self._lock:
-                self.bad.append(body[:200].decode(errors="replace"))
-        else:
-            with self._lock:
-                self.verdicts.append(verdict)
-                self.by_id[verdict.id].append(verdict)
-        message.ack()
-
-    def _on_dead(self, message: Any) -> None:
-        headers = dict(message.headers or {})
-        body = message.body if isinstance(message.body, bytes) else message.body.encode()
-        record = Dead(
-            body=body,
-            reason=_text(
-                headers.get("x-moderation-reason") or headers.get("x-first-death-reason") or ""
-            ),
-            error=_text(headers.get("x-moderation-error") or ""),
-            headers=headers,
-            request_id=_request_id(body),
-        )
-        with self._lock:
-            self.dead.append(record)
-        message.ack()
-
-    # -- reading the results --------------------------------------------------------------
-
-    def dead_by_id(self) -> dict[str, list[Dead]]:
-        out: dict[str, list[Dead]] = defaultdict(list)
-        with self._lock:
-            for record in self.dead:
-                rid = record.request_id
-                if rid is not None:
-                    out[rid].append(record)
-        return out
-
-    def resolved(self, ids: set[str]) -> set[str]:
-        with self._lock:
-            seen = set(self.by_id)
-        return (seen | set(self.dead_by_id())) & ids
-
-    def wait_for(self, ids: set[str], timeout: float) -> set[str]:
-        """Wait until every id is resolved; returns the unresolved ones."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not ids - self.resolved(ids):
-                return set()
-            time.sleep(0.1)
-        return ids - self.resolved(ids)
-
-    def settle(self, quiet_s: float = 1.0, timeout: float = 10.0) -> None:
-        """Wait until nothing new has arrived for ``quiet_s`` (late duplicates)."""
-        deadline = time.monotonic() + timeout
-        last = (-1, -1)
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            now = (len(self.verdicts), len(self.dead))
-            if now != last:
-                last, quiet_since = now, time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
-                return
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        try:
-            with Connection(self.broker_url, connect_timeout=3) as conn:
-                conn.ensure_connection(max_retries=2)
-                conn.default_channel.queue_delete(self.queue_name)
-        except Exception:
-            pass  # the vhost is deleted at the end of the session anyway
+# Every verdict (its own quorum queue bound ``#``) and ``moderation.dead``; reconnects after
+# a broker outage, and the verdict queue is durable, so nothing published meanwhile is missed.
+Collector = VerdictCollector[Verdict]
 
 
 @pytest.fixture
 def collector(broker_url: str, client: ModerationClient) -> Iterator[Collector]:
     """Bound before anything is published (``client`` purged the queues first)."""
-    c = Collector(broker_url, Settings(broker_url=broker_url)).start()
+    c: Collector = VerdictCollector(
+        broker_url,
+        Settings(broker_url=broker_url),
+        queue_name=f"test.reliability.verdicts.{uuid.uuid4().hex[:8]}",
+    ).start()
     yield c
     c.stop()
 
@@ -256,126 +91,6 @@ def llm(fake_llm: FakeLLM) -> Iterator[FakeLLM]:
     server.socket.listen(server.request_queue_size)
 
 
-# ---------------------------------------------------------------------------------------
-# Publishing with asynchronous confirms, retrying what the broker did not confirm
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Outgoing:
-    key: str  # what the test tracks (the request id, or a case name)
-    body: bytes
-    properties: dict[str, Any] = field(default_factory=dict)
-
-
-class Producer:
-    """Publishes to ``moderation.requests`` with publisher confirms and ``mandatory``.
-
-    A message counts as *confirmed* only when the broker acked it and did not return it;
-    anything nacked, returned or unconfirmed when the connection dropped is published
-    again on a new connection (so an outage can create duplicates, never a gap).
-    """
-
-    def __init__(self, broker_url: str, queue: str = "moderation.requests") -> None:
-        self.broker_url = broker_url
-        self.queue = queue
-        self.confirmed: set[str] = set()
-        self.attempts = 0
-        self.republished = 0
-        self.connection_failures = 0
-        self.first_failure_at: float | None = None
-        self._lock = threading.Lock()
-        self._interval = 0.0
-        self._next_at = 0.0
-
-    def publish(
-        self,
-        items: list[Outgoing],
-        rate: float | None = None,
-        window: int = 500,
-        deadline_s: float = 120.0,
-    ) -> set[str]:
-        """Publish until every item is confirmed (or ``deadline_s``); ``rate`` per second."""
-        todo: deque[Outgoing] = deque(items)
-        deadline = time.monotonic() + deadline_s
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next_at = time.monotonic()
-        while todo and time.monotonic() < deadline:
-            unconfirmed: dict[int, Outgoing] = {}
-            try:
-                self._session(todo, unconfirmed, window, deadline)
-            except Exception:  # connection lost: everything unconfirmed goes again
-                self.connection_failures += 1
-                if self.first_failure_at is None:
-                    self.first_failure_at = time.monotonic()
-                for item in unconfirmed.values():
-                    todo.appendleft(item)
-                    self.republished += 1
-                time.sleep(0.3)
-        return set(self.confirmed)
-
-    def _session(
-        self, todo: deque[Outgoing], unconfirmed: dict[int, Outgoing], window: int, deadline: float
-    ) -> None:
-        """One connection's worth of publishing; raises when the connection drops."""
-        returned: set[str] = set()
-
-        def settle(tag: int, multiple: bool, ok: bool) -> None:
-            tags = [t for t in unconfirmed if t <= tag] if multiple else [tag]
-            for t in tags:
-                item = unconfirmed.pop(t, None)
-                if item is None:
-                    continue
-                if ok and item.key not in returned:
-                    with self._lock:
-                        self.confirmed.add(item.key)
-                else:  # nacked, or returned unroutable (e.g. the queue is not up yet)
-                    returned.discard(item.key)
-                    todo.append(item)
-                    self.republished += 1
-
-        with Connection(self.broker_url, heartbeat=0, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1)
-            channel = conn.channel()
-            channel.confirm_select()
-            channel.events["basic_ack"].add(lambda t, m: settle(t, m, True))
-            channel.events["basic_nack"].add(lambda t, m: settle(t, m, False))
-            channel.events["basic_return"].add(
-                lambda exc, ex, rk, msg: returned.add(
-                    _text(msg.application_headers.get("x-test-key", ""))
-                )
-            )
-            tag = 0
-            while (todo or unconfirmed) and time.monotonic() < deadline:
-                while todo and len(unconfirmed) < window:
-                    if self._interval and time.monotonic() < self._next_at:
-                        break
-                    item = todo.popleft()
-                    props = {
-                        "content_type": "application/json",
-                        "content_encoding": "utf-8",
-                        **item.properties,
-                    }
-                    props = {k: v for k, v in props.items() if v is not None}
-                    tag += 1
-                    unconfirmed[tag] = item
-                    self.attempts += 1
-                    channel.basic_publish(
-                        amqp.Message(
-                            item.body,
-                            delivery_mode=2,
-                            application_headers={"x-test-key": item.key},
-                            **props,
-                        ),
-                        exchange="",
-                        routing_key=self.queue,
-                        mandatory=True,
-                    )
-                    self._next_at = max(self._next_at + self._interval, time.monotonic() - 0.1)
-                with suppress(TimeoutError):
-                    conn.drain_events(timeout=0.02)
-
-
 def requests_for(prefix: str, texts: list[str]) -> list[Outgoing]:
     return [
         Outgoing(f"{prefix}-{n}", json.dumps({"id": f"{prefix}-{n}", "text": t}).encode())
@@ -391,22 +106,10 @@ def requests_for(prefix: str, texts: list[str]) -> list[Outgoing]:
 def queue_counts(broker_url: str, queue: str = "moderation.requests") -> str:
     """``ready+unacked`` of a queue: tells "still waiting in the broker" from "gone"."""
     vhost = broker_url.rsplit("/", 1)[1] or "/"
-    result = subprocess.run(
-        [
-            "rabbitmqctl",
-            "-q",
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged", check=False
     )
-    for line in result.stdout.splitlines():
+    for line in result.stdout.decode(errors="replace").splitlines():
         parts = line.split()
         if parts and parts[0] == queue and len(parts) == 3:
             return f"{parts[1]}+{parts[2]}"
@@ -422,7 +125,7 @@ def summary(name: str, ids: set[str], col: Collector, **extra: Any) -> tuple[int
     """
     broker_url = extra.pop("broker_url", None)
     dead = col.dead_by_id()
-    with col._lock:
+    with col.lock:
         by_id = {k: list(v) for k, v in col.by_id.items()}
         total_verdicts = len(col.verdicts)
         total_dead = len(col.dead)
@@ -684,7 +387,7 @@ def test_circuit_breaker_fails_fast_and_fallback_fails_closed(
 
 
 def _ctl(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=timeout)
+    return rabbitmqctl(*args, check=False, timeout=timeout)
 
 
 def wait_broker_accepts(broker_url: str, settings: Settings, timeout: float = 90) -> float:
@@ -1017,7 +720,7 @@ def _run_cases(
     ):
         if marker in log:
             problems.append(f"worker log has {marker}")
-    by_body: dict[bytes, list[Dead]] = defaultdict(list)
+    by_body: dict[bytes, list[DeadRecord]] = defaultdict(list)
     for record in collector.dead:
         by_body[record.body].append(record)
     for body, case in dead_bodies.items():

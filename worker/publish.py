@@ -3,7 +3,8 @@
 One thread owns one connection in confirm mode and publishes whatever is queued,
 without waiting message by message: the broker's confirms arrive asynchronously
 (``multiple`` acks cover many at once) and each submitted group's callback fires
-when all of it is confirmed, or fails when any of it is nacked or the connection drops.
+when all of it is confirmed, or fails when any of it is nacked or the connection drops
+(the bookkeeping is ``worker._confirms.ConfirmTracker``'s).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ import structlog
 from kombu import Connection
 
 from worker import topology
+from worker._confirms import ConfirmTracker
 from worker.models import CATEGORIES, Verdict
 from worker.settings import Settings
 from worker.validate import DeadLetter
@@ -83,14 +84,6 @@ def dead_letter_message(dead: DeadLetter, settings: Settings, worker: str = "") 
     )
 
 
-@dataclass(slots=True)
-class _Group:
-    remaining: int
-    done: Done
-    ok: bool = True
-    settled: bool = False
-
-
 class Publisher:
     """Thread-safe front (``submit``) of a single publishing thread with async confirms."""
 
@@ -99,9 +92,9 @@ class Publisher:
         self._queue: queue.SimpleQueue[tuple[list[OutMessage], Done] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = threading.Event()
-        self._unconfirmed: dict[int, _Group] = {}
-        self._tags: deque[int] = deque()  # the keys of _unconfirmed, ascending
-        self._next_tag = 1
+        self._confirms = ConfirmTracker(
+            callback_failed=lambda: log.exception("publish_callback_failed")
+        )
         # submit() writes a byte here so that a publisher waiting for confirms wakes up
         # at once for new work, instead of at the next confirm (a quorum queue confirms
         # after its log is synced: milliseconds during which new verdicts would wait)
@@ -143,9 +136,10 @@ class Publisher:
                 channel = connection.channel()
                 topology.declare_all(channel, self.settings)
                 channel.confirm_select()
-                channel.events["basic_ack"].add(self._on_ack)
+                # a new channel numbers its publishes from 1: the tracker starts at 1
+                # and fail_all() (the only way here after the first) starts it again
+                channel.events["basic_ack"].add(self._confirms.on_ack)
                 channel.events["basic_nack"].add(self._on_nack)
-                self._next_tag = 1
                 log.info("publisher_connected")
                 return connection, channel
             except Exception as exc:
@@ -153,51 +147,9 @@ class Publisher:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _settle(self, tag: int, multiple: bool, ok: bool) -> None:
-        """Settle one tag, or every tag up to ``tag``: from the front of ``_tags``, not a
-        scan of everything unconfirmed (thousands at full speed) per confirm."""
-        unconfirmed, tags = self._unconfirmed, self._tags
-        if multiple:
-            settled = []
-            while tags and tags[0] <= tag:
-                group = unconfirmed.pop(tags.popleft(), None)
-                if group is not None:
-                    settled.append(group)
-        else:
-            group = unconfirmed.pop(tag, None)
-            settled = [group] if group is not None else []
-            while tags and tags[0] not in unconfirmed:  # drop tags confirmed one by one
-                tags.popleft()
-        for group in settled:
-            group.ok = group.ok and ok
-            group.remaining -= 1
-            if group.remaining == 0:
-                self._finish(group, group.ok)
-
-    def _on_ack(self, tag: int, multiple: bool) -> None:
-        self._settle(tag, multiple, True)
-
     def _on_nack(self, tag: int, multiple: bool) -> None:
         log.warning("publish_nacked", tag=tag)
-        self._settle(tag, multiple, False)
-
-    @staticmethod
-    def _finish(group: _Group, ok: bool) -> None:
-        """Run a group's callback, exactly once whatever happens."""
-        if group.settled:
-            return
-        group.settled = True
-        try:
-            group.done(ok)
-        except Exception:
-            log.exception("publish_callback_failed")
-
-    def _fail_unconfirmed(self) -> None:
-        groups = {id(g): g for g in self._unconfirmed.values()}
-        self._unconfirmed.clear()
-        self._tags.clear()
-        for group in groups.values():
-            self._finish(group, False)
+        self._confirms.on_nack(tag, multiple)
 
     def _wait(self, connection: Connection) -> None:
         """Until a confirm arrives or new work is submitted (at most 50 ms)."""
@@ -222,7 +174,7 @@ class Publisher:
         while True:
             batch: list[tuple[list[OutMessage], Done]] = []
             try:
-                if self._unconfirmed:
+                if self._confirms.outstanding:
                     self._wait(connection)
                     item = self._queue.get_nowait()
                 else:
@@ -236,10 +188,10 @@ class Publisher:
             except queue.Empty:
                 pass
             groups = [
-                (messages, _Group(remaining=len(messages), done=done)) for messages, done in batch
+                (messages, self._confirms.group(len(messages), done)) for messages, done in batch
             ]
             try:
-                if self._unconfirmed:
+                if self._confirms.outstanding:
                     self._read_confirms(connection)
                 for messages, group in groups:
                     for out in messages:
@@ -254,19 +206,16 @@ class Publisher:
                             exchange=out.exchange,
                             routing_key=out.routing_key,
                         )
-                        self._unconfirmed[self._next_tag] = group
-                        self._tags.append(self._next_tag)
-                        self._next_tag += 1
-                if self._unconfirmed:
+                        self._confirms.published(group)
+                if self._confirms.outstanding:
                     self._read_confirms(connection)
             except Exception as exc:  # connection trouble: fail what is not confirmed
                 log.warning("publisher_connection_lost", error=type(exc).__name__)
-                self._fail_unconfirmed()
-                for _, group in groups:  # also those not published yet; each fails once
-                    self._finish(group, False)
+                # every group not settled fails once: also this batch's, published or not
+                self._confirms.fail_all()
                 with contextlib.suppress(Exception):
                     connection.release()
                 connection, channel = self._connect()
-            if closing and not self._unconfirmed and self._queue.empty():
+            if closing and not self._confirms.outstanding and self._queue.empty():
                 connection.release()
                 return
