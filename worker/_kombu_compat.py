@@ -102,3 +102,11 @@ def worker_shutting_down() -> bool:
         flag is not None and flag is not False
         for flag in (state.should_stop, state.should_terminate)
     )
+
+
+def on_confirms(channel: Any, on_ack: Any, on_nack: Any) -> None:
+    """Have py-amqp call ``on_ack(tag, multiple)`` / ``on_nack(tag, multiple)`` for the
+    broker's publisher confirms on ``channel`` (in confirm mode). py-amqp's own way
+    (``channel.events``, which its docs show for confirms); kombu has no public one."""
+    channel.events["basic_ack"].add(on_ack)
+    channel.events["basic_nack"].add(on_nack)

@@ -25,6 +25,7 @@ from kombu import Connection
 
 from worker import topology
 from worker._confirms import ConfirmTracker
+from worker._kombu_compat import connection_socket, on_confirms
 from worker.models import CATEGORIES, Verdict
 from worker.settings import Settings
 from worker.validate import DeadLetter
@@ -138,8 +139,7 @@ class Publisher:
                 channel.confirm_select()
                 # a new channel numbers its publishes from 1: the tracker starts at 1
                 # and fail_all() (the only way here after the first) starts it again
-                channel.events["basic_ack"].add(self._confirms.on_ack)
-                channel.events["basic_nack"].add(self._on_nack)
+                on_confirms(channel, self._confirms.on_ack, self._on_nack)
                 log.info("publisher_connected")
                 return connection, channel
             except Exception as exc:
@@ -154,7 +154,8 @@ class Publisher:
     def _wait(self, connection: Connection) -> None:
         """Until a confirm arrives or new work is submitted (at most 50 ms)."""
         with contextlib.suppress(OSError, ValueError, AttributeError):  # dead: publish finds out
-            select.select([connection.connection.sock, self._wake_r], [], [], 0.05)
+            sock = connection_socket(connection)
+            select.select([self._wake_r] if sock is None else [sock, self._wake_r], [], [], 0.05)
         with contextlib.suppress(OSError):
             while self._wake_r.recv(4096):
                 pass

@@ -13,10 +13,10 @@ from worker.models import Action
 from worker.policy import Policy
 from worker.rules import RulesEngine
 
-from .conftest import DATASET
+from ..conftest import DATASET, ROOT
 
-DATA = Path(__file__).parent / "data" / "rules"
-DEFAULT = Path(__file__).resolve().parent.parent / "worker" / "policies" / "default.yaml"
+DATA = ROOT / "tests" / "data" / "rules"
+DEFAULT = ROOT / "worker" / "policies" / "default.yaml"
 
 
 def engine(yaml_text: str) -> RulesEngine:

@@ -10,7 +10,9 @@ import jsonschema
 from worker.schemas import FILES, check_schemas, render
 from worker.validate import Envelope
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+from ..conftest import ROOT
+
+SCHEMAS = ROOT / "schemas"
 
 
 def test_committed_schemas_match_the_models():

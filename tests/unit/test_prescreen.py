@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,12 +16,12 @@ from worker.evaluate import load
 from worker.policy import Policy
 from worker.rules import RulesEngine
 
-from .conftest import DATASET
+from ..conftest import DATASET, ROOT
 
 pytest.importorskip("hyperscan")
 
-DATA = Path(__file__).parent / "data" / "rules"
-DEFAULT = Path(__file__).resolve().parent.parent / "worker" / "policies" / "default.yaml"
+DATA = ROOT / "tests" / "data" / "rules"
+DEFAULT = ROOT / "worker" / "policies" / "default.yaml"
 MODIFIERS = """
 allow: [kill devil hills]
 reported_speech: [he said]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from worker.normalise import canonical, views, views_with_offsets
 
-from .conftest import DATASET
+from ..conftest import DATASET
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 def test_kubernetes_manifests_validate_and_carry_the_current_policy():

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 def run(args: list[str], stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -95,7 +95,7 @@ def test_moderate_runs_batches_concurrently_at_a_models_speed(fake_llm, tmp_path
 
 
 def test_eval_compares_batch_sizes(fake_llm, tmp_path):
-    from .conftest import DATASET
+    from ..conftest import DATASET
 
     report = tmp_path / "sweep.json"
     result = run(
