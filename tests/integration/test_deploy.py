@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
 from ..conftest import ROOT
+
+
+def validate_edited(
+    tmp_path: Path, file: str, old: str, new: str
+) -> subprocess.CompletedProcess[str]:
+    """``docker/k8s/validate.py`` on a copy of the manifests with one edit in ``file``."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(ROOT / "docker" / "k8s", copy)
+    edited = copy / file
+    edited.write_text(edited.read_text().replace(old, new))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(copy)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_kubernetes_manifests_validate_and_carry_the_current_policy():
@@ -23,19 +42,7 @@ def test_kubernetes_manifests_validate_and_carry_the_current_policy():
 
 
 def test_validation_fails_on_a_broken_manifest(tmp_path):
-    import shutil
-
-    broken = tmp_path / "k8s"
-    shutil.copytree(ROOT / "docker" / "k8s", broken)
-    deployment = broken / "deployment.yaml"
-    deployment.write_text(deployment.read_text().replace("livenessProbe", "livenesProbe"))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = validate_edited(tmp_path, "deployment.yaml", "livenessProbe", "livenesProbe")
     assert result.returncode == 1
 
 
@@ -52,7 +59,6 @@ def test_compose_file_runs_rabbitmq_redis_and_a_scalable_worker():
 
 def test_autoscaling_watches_every_queue_the_worker_consumes(tmp_path):
     import importlib.util
-    import shutil
 
     from worker.settings import Settings
 
@@ -63,18 +69,8 @@ def test_autoscaling_watches_every_queue_the_worker_consumes(tmp_path):
     defaults = Settings()
     assert {defaults.requests_queue, defaults.deferred_queue} == validate.CONSUMED_QUEUES
 
-    broken = tmp_path / "k8s"
-    shutil.copytree(ROOT / "docker" / "k8s", broken)
-    keda = broken / "keda.yaml"
-    keda.write_text(
-        keda.read_text().replace("queueName: moderation.deferred", "queueName: moderation.other")
-    )
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "docker/k8s/validate.py"), "--dir", str(broken)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = validate_edited(
+        tmp_path, "keda.yaml", "queueName: moderation.deferred", "queueName: moderation.other"
     )
     assert result.returncode == 1
     assert "no rabbitmq trigger on 'moderation.deferred'" in result.stdout
