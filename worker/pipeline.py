@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from worker import _embedded
 from worker._costs import TokenShares, cost_usd
@@ -64,6 +65,9 @@ class Pipeline:
             request = validate(envelope, self.settings)
         except InvalidMessage as exc:
             return DeadLetter(envelope, exc.reason, exc.detail)
+        # every record logged while this message is handled says which one it is
+        # (structlog's contextvars reach stdlib records too: worker._logging)
+        bound = bind_contextvars(message_id=request.id, tenant=request.tenant)
         try:
             return self._prepare_valid(envelope, request, received)
         except Exception as exc:  # a bug must not lose the message: dead-letter it
@@ -73,6 +77,7 @@ class Pipeline:
                 envelope, DeadReason.INTERNAL_ERROR, f"{type(exc).__name__}", request.id
             )
         finally:
+            reset_contextvars(**bound)
             self.hooks.prepared(time.monotonic() - received)
 
     def _prepare_valid(

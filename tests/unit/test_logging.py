@@ -169,3 +169,25 @@ def test_celery_app_process_stderr_is_all_json() -> None:
     records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert [r["event"] for r in records] == ["task x done", "ours", "theirs"]
     assert all(r.keys() >= KEYS for r in records)
+
+
+def test_records_while_a_message_is_prepared_name_it(lines: Lines, monkeypatch) -> None:
+    from worker.pipeline import build_pipeline
+    from worker.settings import Settings
+    from worker.validate import Envelope
+
+    pipeline = build_pipeline(Settings(openai_base_url=None, openai_api_key=None))
+
+    def noisy(*args: Any) -> Any:
+        logging.getLogger("kombu").warning("something while preparing")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "_prepare_valid", noisy)
+    body = json.dumps({"id": "m-7", "tenant": "acme", "text": "hello"}).encode()
+    dead = pipeline.prepare(Envelope(body))
+    assert getattr(dead, "reason", None) == "internal_error"
+    records = lines()
+    assert [r.get("message_id") for r in records] == ["m-7", "m-7"]  # kombu's and ours
+    assert all(r.get("tenant") == "acme" for r in records)
+    structlog.get_logger("worker.test").info("after")
+    assert "message_id" not in lines()[-1]  # unbound once the message is handled
