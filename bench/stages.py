@@ -181,12 +181,14 @@ def run(args: argparse.Namespace) -> None:
     from worker.models import Source, Usage
 
     verdicts = []
+    # VerdictBuilder.scored; Pipeline._scored_verdict in trees from before it (A/B --src)
+    builder = getattr(pipeline2, "verdicts", None)
+    scored = builder.scored if builder is not None else pipeline2._scored_verdict
     _cpu(
-        "verdict: VerdictBuilder.scored",
+        "verdict: building a scored verdict",
         m,
         lambda: verdicts.extend(
-            pipeline2.verdicts.scored(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini")
-            for pd in pendings
+            scored(pd, scores, Source.LLM, Usage(), 0.0, "gpt-4o-mini") for pd in pendings
         ),
         results,
     )
