@@ -108,10 +108,8 @@ class EndpointCaller:
                     prompt_tokens=count(usage.get("prompt_tokens")),
                 )
             )
-            if outcome.timed_out:
-                signal = Signal.OVERLOAD
-            else:
-                signal = Signal.SLOW if self.endpoint.congested else Signal.OK
+            slow = outcome.timed_out or self.endpoint.congested
+            signal = Signal.OVERLOAD if slow else Signal.OK
             kind = "timeout" if outcome.timed_out else "cut_off" if outcome.cut_off else "ok"
             return outcome
         except openai.APIStatusError as exc:

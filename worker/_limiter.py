@@ -3,12 +3,9 @@
 An endpoint that is slow or saturated should get fewer calls, not more time-outs and a
 tripped breaker. ``AdaptiveLimit`` is additive-increase, multiplicative-decrease, as in
 TCP: it starts low, grows by one per good call until the first sign of overload (slow
-start), then by one per limit's worth of good calls; a rate limit, a time-out or a 5xx cuts
-it by a third, at most once per call duration, so one burst of failures is one cut. A
-first token much later than usual (requests queueing at the server) cuts it by a tenth:
-a delay is a weaker sign than a failure (a busy client machine shows it too), so, as in
-delay-based TCP congestion control, it backs off gently and a moment's stall costs a
-few calls in flight, not two thirds of them.
+start), then by one per limit's worth of good calls; a rate limit, a time-out, a 5xx or
+a first token that comes much later than usual (requests queueing at the server) cuts it
+by a third, at most once per call duration, so one burst of failures is one cut.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from enum import Enum
 
 class Signal(Enum):
     OK = "ok"  # answered in the usual time
-    OVERLOAD = "overload"  # 429, 5xx, time-out: send fewer
-    SLOW = "slow"  # answered, but the first token came late (queueing): a few fewer
+    OVERLOAD = "overload"  # 429, 5xx, time-out, queueing: send fewer
     NEUTRAL = "neutral"  # says nothing about load (a bad request, a bad reply)
 
 
@@ -69,12 +65,11 @@ class AdaptiveLimit:
             if signal is Signal.OK:
                 step = 1.0 if self.limit < self._threshold else 1.0 / self.limit
                 self.limit = min(float(self.maximum), self.limit + step)
-            elif signal is Signal.OVERLOAD or signal is Signal.SLOW:
+            elif signal is Signal.OVERLOAD:
                 now = time.monotonic()
                 if now - self._cut_at >= call_s:
                     self._cut_at = now
-                    factor = 2 / 3 if signal is Signal.OVERLOAD else 0.9
-                    self.limit = max(float(self.minimum), self.limit * factor)
+                    self.limit = max(float(self.minimum), self.limit * 2 / 3)
                     self._threshold = self.limit
                     cut = True
             self._cond.notify_all()

@@ -46,10 +46,3 @@ def test_acquire_waits_for_a_free_slot_and_times_out():
     assert limit.available == 0 and not limit.acquire(timeout=0.01)
     threading.Timer(0.05, limit.release, args=(Signal.OK,)).start()
     assert limit.acquire(timeout=5)
-
-
-def test_a_late_first_token_backs_off_gently_a_failure_hard():
-    slow, failed = AdaptiveLimit(maximum=64, initial=60), AdaptiveLimit(maximum=64, initial=60)
-    slow.release(Signal.SLOW, call_s=0)
-    failed.release(Signal.OVERLOAD, call_s=0)
-    assert slow.limit == 54 and failed.limit == 40
