@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -256,3 +257,10 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_of_app(app: Any) -> Settings:
+    """The settings a Celery app was built with (``worker.celery_app.install`` keeps them
+    in ``app.conf.moderation_settings``), else those of the environment."""
+    settings = app.conf.get("moderation_settings")
+    return settings if isinstance(settings, Settings) else get_settings()

@@ -30,14 +30,13 @@ from worker._intake import Intake
 from worker._kombu_compat import connection_socket, raw_deliveries, worker_shutting_down
 from worker.pipeline import build_pipeline
 from worker.publish import Publisher
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, settings_of_app
 
 log = structlog.get_logger("worker.steps")
 
 
 def settings_of(c: Any) -> Settings:
-    settings = c.app.conf.get("moderation_settings")
-    return settings if isinstance(settings, Settings) else get_settings()
+    return settings_of_app(c.app)
 
 
 class Publishing(bootsteps.StartStopStep):

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from celery import Celery, Task
 
-from worker.settings import Settings
+from worker.settings import settings_of_app
 
 NAME = "moderation.moderate"
 QUEUE = "moderation.tasks"
@@ -73,13 +73,6 @@ def register(app: Celery) -> Task:
     return task
 
 
-def _settings(app: Celery) -> Settings:
-    from worker.settings import get_settings
-
-    settings = app.conf.get("moderation_settings")
-    return settings if isinstance(settings, Settings) else get_settings()
-
-
 def _envelope(request: Any) -> Any:
     from worker.validate import Envelope
 
@@ -98,5 +91,5 @@ def _embedded(app: Celery) -> Any:
     if pipeline is None:
         from worker.pipeline import build_pipeline
 
-        pipeline = app.moderation_embedded = build_pipeline(_settings(app))
+        pipeline = app.moderation_embedded = build_pipeline(settings_of_app(app))
     return pipeline
