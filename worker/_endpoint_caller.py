@@ -154,6 +154,7 @@ class EndpointCaller:
                     cause=kind,
                     congested=self.endpoint.congested,
                     items=len(batch),
+                    **self.endpoint.congestion_numbers(),
                 )
             self.hooks.llm_request(kind, self.limit.limit)
 

@@ -31,6 +31,7 @@ from worker._acks import Acker, TaskDelivery
 from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker._kombu_compat import body_bytes
+from worker._limiter import AdaptiveLimit
 from worker.models import Verdict
 from worker.pipeline import DeadLetter, Pending, Pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
@@ -46,6 +47,16 @@ class Loop(Protocol):
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+
+def pending_cap(most: int, largest_batch: int, limit: AdaptiveLimit | None) -> int:
+    """How many messages one process holds for the LLM: what its call slots take at full
+    batches, and one batch more, at most ``most``. Beyond that they wait in the deferred
+    queue, which every process consumes and KEDA watches; held here, behind a call limit
+    that overload has cut, they would wait for this process alone while others idle."""
+    if limit is None:
+        return most
+    return min(most, (limit.target + 1) * largest_batch)
 
 
 class Intake:
@@ -136,7 +147,7 @@ class Intake:
         if not isinstance(outcome, Pending):
             self._publish([(outcome, message)])
             return
-        if may_defer and self.llm_pending >= self.settings.llm_max_pending:
+        if may_defer and self.llm_pending >= self._pending_cap():
             self._defer(envelope, message)  # the LLM stage is full: rules must not wait
             return
         with self._lock:
@@ -146,6 +157,14 @@ class Intake:
             self._schedule(self.batcher.alone((outcome, message)))
         else:
             self._schedule(self.batcher.add((outcome, message)))
+
+    def _pending_cap(self) -> int:
+        classifier = self.pipeline.classifier
+        return pending_cap(
+            self.settings.llm_max_pending,
+            self.settings.batch_size,
+            classifier.limit if classifier is not None else None,
+        )
 
     def _defer(self, envelope: Envelope, message: Any) -> None:
         """Move a request to the deferred queue (acked here once the broker has it)."""

@@ -41,6 +41,12 @@ class AdaptiveLimit:
         return max(0, int(self.limit) - self._in_flight)
 
     @property
+    def target(self) -> int:
+        """Where the limit is headed: the maximum while starting (nothing has said the
+        endpoint cannot take it), the limit itself once overload has cut it."""
+        return int(max(self.limit, self._threshold))
+
+    @property
     def at_minimum(self) -> bool:
         return self.limit <= self.minimum
 

@@ -172,8 +172,9 @@ class Settings(BaseSettings):
     prefetch: int = Field(default=4096, description="Unacknowledged requests per worker process.")
     llm_max_pending: int = Field(
         default=3072,
-        description="Messages per process waiting for the LLM; more go to the deferred "
-        "queue, so rules verdicts never wait behind the LLM.",
+        description="Most messages per process waiting for the LLM (fewer while the call "
+        "limit is cut: its calls' worth at full batches, and one batch more); more go to "
+        "the deferred queue, so rules verdicts never wait behind the LLM.",
     )
     cache_size: int = Field(
         default=100_000, description="Scores kept in each process's in-memory LRU cache."

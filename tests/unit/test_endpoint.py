@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 from worker._endpoint import CallTiming, EndpointModel
 from worker._prompt import worst_reply_tokens
 
@@ -70,6 +73,41 @@ def test_queueing_shows_as_congestion():
     assert not model.congested
     for _ in range(30):
         model.observe(CallTiming(items=1, duration_s=3.05, completion_tokens=3, ttft_s=3.0))
+    assert model.congested
+
+
+def _lognormal_calls(
+    model: EndpointModel, calls: int, items: int, added_s: float, seed: int = 7
+) -> None:
+    """Calls to a gpt-4o-mini-like endpoint (first token lognormal around 0.6 s, 15 ms a
+    token, 3 tokens an item), each ``added_s`` later to its first token."""
+    rng = random.Random(seed)
+    for _ in range(calls):
+        ttft = rng.lognormvariate(math.log(0.6), 0.25) + added_s
+        tokens = 4 + 3 * items
+        model.observe(
+            CallTiming(
+                items=items, duration_s=ttft + 0.015 * tokens, completion_tokens=tokens, ttft_s=ttft
+            )
+        )
+
+
+def test_a_busy_client_is_not_a_queue_at_the_server():
+    """A closed loop on two cores: every first token is read ~0.3 s late by the client's
+    own threads. Cutting the call limit for it would only slow the worker down."""
+    model = EndpointModel(ttft_s=0.6)
+    _lognormal_calls(model, 100, items=10, added_s=0.0)
+    assert not model.congested
+    _lognormal_calls(model, 60, items=10, added_s=0.35, seed=8)
+    assert not model.congested
+
+
+def test_a_queue_at_a_server_with_slots_is_congestion():
+    """More calls than slots: each waits for about one call ahead of it."""
+    model = EndpointModel(ttft_s=0.6)
+    _lognormal_calls(model, 100, items=10, added_s=0.0)
+    call_s = model.expected_s(10)
+    _lognormal_calls(model, 30, items=10, added_s=call_s, seed=9)
     assert model.congested
 
 

@@ -46,3 +46,15 @@ def test_acquire_waits_for_a_free_slot_and_times_out():
     assert limit.available == 0 and not limit.acquire(timeout=0.01)
     threading.Timer(0.05, limit.release, args=(Signal.OK,)).start()
     assert limit.acquire(timeout=5)
+
+
+def test_the_target_is_the_maximum_until_overload_then_the_limit():
+    limit = AdaptiveLimit(maximum=64, initial=4)
+    assert limit.target == 64  # starting: headed for the maximum
+    for _ in range(20):
+        limit.release(Signal.OK)
+    limit.release(Signal.OVERLOAD, call_s=0)
+    assert limit.target == int(limit.limit) == 16
+    for _ in range(17):  # a limit's worth of good calls (and a bit): one more
+        limit.release(Signal.OK)
+    assert limit.target == int(limit.limit) == 17
