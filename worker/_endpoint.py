@@ -148,17 +148,24 @@ class EndpointModel:
         """The first token comes much later than for the fast calls lately, beyond what
         a batch's own prefill explains: requests are queueing at the server.
 
-        Twice the floor covers a first token's own spread (~2x at gpt-4o-mini's p99
-        against its fastest); the slack on top, half a usual call, covers what a busy
-        client adds (threads and event loop late to send and to read: ~0.3 s on this
-        project's 2-core benchmark box in a closed loop). A request queued at a server
-        with slots waits for a whole call ahead of it, so real queueing still shows.
+        A request queued at a server with slots waits for a whole call ahead of it: the
+        floor (that call's first token) plus its items' prefill and output. So the test
+        is the floor, plus such a call at the usual batch size, plus 0.25 s for a first
+        token's own spread (~2x at gpt-4o-mini's p99 against its fastest). What a busy
+        client adds (threads late to send and to read: ~0.3 s on this project's 2-core
+        benchmark box in a closed loop) stays below it, so the limit is not cut for it.
+        Only unqueued numbers go into the call, or queueing would raise its own bar.
         """
         if len(self._recent_fixed) < 8:
             return False
-        usual_call_s = self.expected_s(max(1, round(self._prefill.mean_x)))
-        slack = max(0.25, usual_call_s / 2)
-        return self._fixed_s > 2 * self.ttft_floor_s + slack
+        floor = self.ttft_floor_s
+        items = max(1, round(self._prefill.mean_x))
+        unqueued_call = floor + self.token_s * 4 + items * self._per_item_s()
+        return self._fixed_s > floor + unqueued_call + 0.25
+
+    def _per_item_s(self) -> float:
+        """What one more item adds to a call: its prefill and its output tokens."""
+        return self._prefill.slope + max(self.tokens_per_item, 0.5) * self.token_s
 
     def congestion_numbers(self) -> dict[str, float]:
         """What ``congested`` compares, in ms, for the log line of a cut."""
@@ -194,9 +201,7 @@ class EndpointModel:
         quarter of it is still given to items, so a slow endpoint gets small batches
         rather than none.
         """
-        per_item = max(
-            self._prefill.slope + max(self.tokens_per_item, 0.5) * self.token_s, self._slow_item_s
-        )
+        per_item = max(self._per_item_s(), self._slow_item_s)
         for_items = max(budget_s - self.ttft_s - 4 * self.token_s, budget_s / 4)
         return max(1, min(largest, math.floor(for_items / per_item)))
 
