@@ -11,9 +11,12 @@ as this fold does.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from functools import lru_cache
+
+from worker import _disk_cache
 
 # Every letter a leet character may stand for; "1", "!" and "|" stand for i or l, so
 # where they occur a second view reads them as "l".
@@ -78,7 +81,23 @@ _EXTRA_LOOKALIKES = {
 
 @lru_cache(maxsize=1)
 def _char_table() -> dict[int, str | None]:
-    """Per-character map: drop invisible characters and marks, fold homoglyphs to Latin."""
+    """Per-character map: drop invisible characters and marks, fold homoglyphs to Latin
+    (about a second to build: kept on disk, ``worker._disk_cache``)."""
+    return _disk_cache.cached("fold-table", b"", _build_char_table, _dump_table, _load_table)
+
+
+def _dump_table(table: dict[int, str | None]) -> bytes:
+    return json.dumps({str(code): value for code, value in table.items()}).encode()
+
+
+def _load_table(data: bytes) -> dict[int, str | None]:
+    loaded = json.loads(data)
+    if not isinstance(loaded, dict):
+        raise ValueError("not a table")
+    return {int(code): value for code, value in loaded.items()}
+
+
+def _build_char_table() -> dict[int, str | None]:
     from confusable_homoglyphs import confusables
 
     table: dict[int, str | None] = {ord("_"): " "}

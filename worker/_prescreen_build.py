@@ -16,6 +16,7 @@ its pattern size limit; classes holding the precomposed accented letters keep a
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import unicodedata
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from worker import _disk_cache
 from worker._raw_patterns import (
     ALNUM,
     chars,
@@ -74,6 +76,27 @@ class Special:
 
 @lru_cache(maxsize=1)
 def special_characters() -> Special:
+    """Every non-ASCII character's class (a second or two to build: kept on disk)."""
+    return _disk_cache.cached("special-chars", b"", _classify, _dump_special, _load_special)
+
+
+_SETS = ("letters", "latin", "dropped", "vanishing", "separators", "symbols")
+
+
+def _dump_special(special: Special) -> bytes:
+    out: dict[str, object] = {name: sorted(getattr(special, name)) for name in _SETS}
+    out["whole"] = {k.hex(): v.hex() for k, v in special.whole.items()}
+    return json.dumps(out).encode()
+
+
+def _load_special(data: bytes) -> Special:
+    loaded = json.loads(data)
+    whole = {bytes.fromhex(k): bytes.fromhex(v) for k, v in loaded["whole"].items()}
+    sets = {name: {int(c) for c in loaded[name]} for name in _SETS}
+    return Special(whole=whole, **sets)
+
+
+def _classify() -> Special:
     special = Special(
         letters=set(),
         latin=set(),
@@ -188,12 +211,22 @@ class Database:
 
     def __init__(self, patterns: list[tuple[str, bool]]) -> None:
         single = hyperscan.HS_FLAG_SINGLEMATCH
-        self._database = hyperscan.Database()
-        self._database.compile(
-            expressions=[p.encode() for p, _ in patterns],
-            ids=list(range(len(patterns))),
-            elements=len(patterns),
-            flags=[single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns],
+        expressions = [p.encode() for p, _ in patterns]
+        flags = [single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns]
+
+        def build() -> hyperscan.Database:
+            database = hyperscan.Database()
+            database.compile(
+                expressions=expressions,
+                ids=list(range(len(patterns))),
+                elements=len(patterns),
+                flags=flags,
+            )
+            return database
+
+        key = json.dumps([[p, f] for (p, _), f in zip(patterns, flags, strict=True)]).encode()
+        self._database = _disk_cache.cached(
+            "hyperscan", key, build, hyperscan.dumpb, _load, code=False
         )
         self._local = threading.local()
 
@@ -207,6 +240,14 @@ class Database:
         except hyperscan.ScanTerminated:
             return True
         return False
+
+
+def _load(data: bytes) -> hyperscan.Database:
+    """A stored database, checked by Hyperscan itself: its version and platform, and a
+    scratch space it must be able to allocate for it."""
+    database = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+    hyperscan.Scratch(database)
+    return database
 
 
 def _stop(*_: object) -> bool:

@@ -13,23 +13,27 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from worker import _embedded
+from worker import _disk_cache, _embedded
+from worker._batch_result import BatchResult, ItemUsage
 from worker._costs import TokenShares, cost_usd
 from worker._hooks import NO_HOOKS, Hooks
 from worker._prompt import truncate
 from worker._verdicts import Emit, Outcome, Pending, VerdictBuilder
 from worker.cache import CachedScores, ScoreCache, cache_key
-from worker.classify import BatchResult, Classifier, ItemUsage
 from worker.models import Action, ModerationRequest, Source, Usage, Verdict
 from worker.normalise import cache_form
 from worker.policy import PolicyStore
 from worker.rules import RulesResult
 from worker.settings import Settings
 from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, validate
+
+if TYPE_CHECKING:
+    from worker.classify import Classifier
 
 __all__ = ["DeadLetter", "Emit", "Outcome", "Pending", "Pipeline", "build_pipeline"]
 
@@ -258,7 +262,12 @@ def build_pipeline(settings: Settings, hooks: Hooks | None = None) -> Pipeline:
         from worker.metrics import MetricsHooks
 
         hooks = MetricsHooks()
-    classifier = Classifier(settings, hooks=hooks) if settings.llm_enabled else None
+    _disk_cache.configure(settings.cache_dir)  # before the policy compiles
+    classifier = None
+    if settings.llm_enabled:  # the openai client's import alone is ~0.5 s of a start
+        from worker.classify import Classifier
+
+        classifier = Classifier(settings, hooks=hooks)
     return Pipeline(
         settings,
         PolicyStore(settings.policy, settings.policy_reload_s),

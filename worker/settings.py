@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.models import Action
 
 DEFAULT_POLICY = Path(__file__).parent / "policies" / "default.yaml"
+
+
+def _user_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) if xdg else Path.home() / ".cache"
+
 
 # OpenAI's list prices, USD per 1M tokens: (input, cached input, output).
 DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
@@ -50,6 +57,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OPENAI_BASE_URL", "MODERATION_OPENAI_BASE_URL"),
         description="URL of any OpenAI-compatible endpoint (unset: OpenAI's); this or the "
         "key turns the LLM stage on.",
+    )
+    llm_server: Literal["auto", "openai", "vllm", "ollama", "llamacpp"] = Field(
+        default="auto",
+        description="Kind of server behind the endpoint: `auto` asks it once at start "
+        "(OpenAI's own API is not asked). llama.cpp gets at most its slots in calls at "
+        "once, Ollama at most 4.",
     )
     model: str = Field(
         default="gpt-4o-mini",
@@ -230,6 +243,12 @@ class Settings(BaseSettings):
         "process (Celery's thread pool); the batched pipeline does the work.",
     )
 
+    cache_dir: Path | None = Field(
+        default_factory=lambda: _user_cache() / "moderation-worker",
+        description="Compiled rule databases and character tables, kept between starts "
+        "(`$XDG_CACHE_HOME/moderation-worker`, else `~/.cache/moderation-worker`); empty: "
+        "off, everything is rebuilt at each start.",
+    )
     health_file: Path = Field(
         default=Path("/tmp/moderation-worker.alive"),
         description="Touched every 5 s; `python -m worker health` checks it.",
@@ -238,6 +257,11 @@ class Settings(BaseSettings):
         default="INFO",
         description="Level of the JSON logs (structlog); `DEBUG` adds a line per verdict.",
     )
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
 
     @property
     def llm_enabled(self) -> bool:
