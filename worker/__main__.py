@@ -19,11 +19,14 @@ from typing import Any
 
 
 def _moderate(args: argparse.Namespace) -> int:
+    from worker import _output
     from worker._logging import configure
-    from worker.pipeline import DeadLetter, build_pipeline
+    from worker.pipeline import build_pipeline
     from worker.settings import get_settings
     from worker.validate import Envelope
 
+    started = time.perf_counter()
+    fmt = args.format or _output.default_format(sys.stdout)
     settings = get_settings()
     configure(settings.log_level)
     if not settings.llm_enabled:
@@ -40,20 +43,26 @@ def _moderate(args: argparse.Namespace) -> int:
         lines = Path(args.file).read_bytes().splitlines()
     envelopes = [Envelope(body=line) for line in lines if line.strip()]
     numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
-    dead = 0
-    out = sys.stdout
     with _progress(len(envelopes), "moderate", args.progress) as progress:
         outcomes = pipeline.run(envelopes, progress)
-    for number, outcome in zip(numbers, outcomes, strict=True):
-        if isinstance(outcome, DeadLetter):
-            dead += 1
-            record = {"dead_letter": outcome.reason.value, "line": number, "detail": outcome.detail}
-            print(json.dumps(record), file=sys.stderr)
-        else:
-            out.write(outcome.model_dump_json() + "\n")
-    out.flush()
-    print(f"moderate: {len(envelopes) - dead} verdicts, {dead} dead letters", file=sys.stderr)
+    summary = _output.Summary.of(
+        outcomes, llm_enabled=settings.llm_enabled, wall_s=_since_launch(started)
+    )
+    numbered = list(zip(numbers, outcomes, strict=True))
+    _output.write(fmt, numbered, summary, out=sys.stdout, err=sys.stderr)
     return 0
+
+
+def _since_launch(fallback_start: float) -> float:
+    """Seconds since this process started (imports and all, as a user waits for it);
+    on a system without /proc, since ``fallback_start`` (``perf_counter``)."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        started_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - fallback_start
 
 
 class _Progress:
@@ -124,10 +133,21 @@ def _health(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from worker._logging import configure
-    from worker.evaluate import evaluate, load, render, render_sweep, sweep
+    from worker.evaluate import evaluate_samples, load, render, render_sweep, sweep
     from worker.pipeline import build_pipeline
     from worker.settings import Settings
 
+    if args.plot:
+        if args.batch_size:
+            print("eval: --plot does not combine with --batch-size", file=sys.stderr)
+            return 2
+        from worker._eval_plot import PlotUnavailable, require_matplotlib
+
+        try:  # before the run, not after minutes of it
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            print(f"eval: {exc}", file=sys.stderr)
+            return 2
     overrides = {"openai_base_url": None, "openai_api_key": None} if args.rules_only else {}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure("WARNING")
@@ -147,11 +167,20 @@ def _eval(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0
     with _progress(len(samples), "eval", args.progress) as progress:
-        report = evaluate(build_pipeline(settings), samples, progress)
+        evaluation = evaluate_samples(build_pipeline(settings), samples, progress)
+    report = evaluation.report
     report["llm"] = settings.llm_enabled
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        from worker._eval_plot import write_plots
+
+        directory = Path(args.plot)
+        notes = write_plots(report, evaluation.samples, directory, Path(args.dataset).name)
+        for note in notes:
+            print(f"plot: {note}", file=sys.stderr)
+        print(f"plots: {directory / 'report.html'}", file=sys.stderr)
     return 0
 
 
@@ -173,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     moderate = commands.add_parser("moderate", help="moderate JSON Lines in-process")
     moderate.add_argument("file", nargs="?", help="JSON Lines file; '-' or nothing: stdin")
+    moderate.add_argument(
+        "--format",
+        choices=["jsonl", "table", "summary"],
+        help="jsonl: one verdict per line (dead letters on stderr); table: a row per "
+        "message and a summary; summary: the summary only (default: table on a terminal, "
+        "jsonl otherwise)",
+    )
     _progress_flag(moderate)
     moderate.set_defaults(run=_moderate)
     schemas = commands.add_parser("schemas", help="write schemas/*.json from the models")
@@ -187,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--rules-only", action="store_true", help="LLM stage off")
     evaluate.add_argument("--limit", type=int, default=0)
     evaluate.add_argument("--json", help="also write the report as JSON here")
+    evaluate.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="also write PR curves, score histograms and report.html here (needs matplotlib)",
+    )
     evaluate.add_argument(
         "--batch-size",
         metavar="N,N,...",

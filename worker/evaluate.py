@@ -115,12 +115,45 @@ def _predicted(verdict: Verdict) -> bool:
     return verdict.flagged and verdict.source is not Source.FALLBACK
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredSample:
+    """One verdict as the curves need it (``--plot``): the scores it carries, what the
+    pipeline decided, the labels, and which stage decided. Kept out of the report dict so
+    ``--json`` stays as it was."""
+
+    source: Source
+    scores: dict[str, float]  # category -> score (rules verdicts: 1.0 for the rule's, else 0)
+    decided: dict[str, bool]  # category -> flagged for it by the stage that decided
+    flagged: bool  # the verdict's own decision (a fallback is never a prediction)
+    labels: dict[str, bool | None]  # category -> label; None = unknown
+    any_label: bool | None  # Sample.any
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The report (what ``render`` prints and ``--json`` writes) and the per-sample data."""
+
+    report: dict[str, Any]
+    samples: list[ScoredSample]
+
+
 def evaluate(
     pipeline: Pipeline,
     samples: list[Sample],
     progress: Callable[[int], None] | None = None,
     batch_size: int | None = None,
 ) -> dict[str, Any]:
+    return evaluate_samples(pipeline, samples, progress, batch_size).report
+
+
+def evaluate_samples(
+    pipeline: Pipeline,
+    samples: list[Sample],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int | None = None,
+) -> Evaluation:
+    """``evaluate``, keeping each verdict's scores, labels and source (dead letters have
+    none, so they are not among them)."""
     envelopes = [
         Envelope(json.dumps({"id": str(n), "text": s.text}).encode()) for n, s in enumerate(samples)
     ]
@@ -196,7 +229,19 @@ def evaluate(
         else None
     )
     report["fallbacks"] = sum(1 for v in verdicts if v.source is Source.FALLBACK)
-    return report
+    return Evaluation(report, [_scored(s, v) for s, v in pairs])
+
+
+def _scored(sample: Sample, verdict: Verdict) -> ScoredSample:
+    decided = verdict.source is not Source.FALLBACK
+    return ScoredSample(
+        source=verdict.source,
+        scores={c: verdict.category_scores[c] for c in CATEGORIES},
+        decided={c: verdict.categories[c] and decided for c in CATEGORIES},
+        flagged=_predicted(verdict),
+        labels=dict(sample.labels),
+        any_label=sample.any,
+    )
 
 
 def _p95(ordered: list[float]) -> float:

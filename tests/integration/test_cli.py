@@ -111,3 +111,167 @@ def test_eval_compares_batch_sizes(fake_llm, tmp_path):
     assert one["llm_calls_per_1000"] > 5 * eight["llm_calls_per_1000"]
     assert one["overall"]["f1"] == eight["overall"]["f1"]  # the simulator does not degrade
     assert "call p50" in result.stdout and one["llm_call_ms"]["calls"] >= 30
+
+
+def test_moderate_format_table_and_summary_on_the_example_file():
+    """A row per input line that agrees with the JSON verdicts, then the summary."""
+    import re
+    from collections import Counter
+
+    verdicts = [
+        json.loads(line)
+        for line in run(["moderate", "examples/messages.jsonl"]).stdout.splitlines()
+    ]
+    table = run(["moderate", "examples/messages.jsonl", "--format", "table"], COLUMNS="120")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["id", "action", "source", "category", "reason"]
+    body = lines[2 : lines.index("")]
+    cells = {row[0]: row for row in (re.split(r"\s{2,}", line.strip()) for line in body)}
+    assert list(cells) == [v["id"] for v in verdicts] + ["line 9", "line 10"]  # input order
+    for v in verdicts:
+        assert cells[v["id"]][1:3] == [v["action"], v["source"]]
+    assert cells["m2"][3:] == [
+        "harassment/threatening",
+        "Direct threat of violence against a person.",
+    ]
+    assert cells["m1"][3] == "-" and cells["m1"][4].startswith("not classified: LLM stage is off")
+    assert cells["line 10"] == ["line 10", "dead letter", "-", "-", "invalid_json"]
+    assert cells["line 9"][1:] == ["dead letter", "-", "-", "invalid_fields"]
+    for text in ("Congrats on the launch", "k1ll", "BITCOIN", "not json at all"):
+        assert text not in table.stdout  # ids only, never the message text
+    assert '"dead_letter"' not in table.stderr  # shown as rows instead
+
+    actions = Counter(v["action"] for v in verdicts)
+    fallback = sum(v["source"] == "fallback" for v in verdicts)
+    summary = run(["moderate", "examples/messages.jsonl", "--format", "summary"])
+    assert summary.returncode == 0, summary.stderr
+    expected = [
+        f"10 messages: {len(verdicts)} verdicts, 2 dead letters (invalid_fields 1, invalid_json 1)",
+        "actions: "
+        + ", ".join(
+            f"{a} {actions[a]}" for a in ("block", "review", "flag", "allow") if actions[a]
+        ),
+        f"sources: rules {len(verdicts) - fallback}, fallback {fallback}",
+        "LLM: 0 calls, 0 prompt + 0 completion tokens, $0.0000",
+    ]
+    out = summary.stdout.splitlines()
+    assert out[:4] == expected and re.fullmatch(r"wall time: \d+\.\d\d s from launch", out[4])
+    assert out[5] == (
+        f"{fallback} of 10 left to the fallback (no LLM configured): start a local model with "
+        "docker/llama-server.sh serve, then export the lines of docker/llama-server.sh env"
+    )
+    assert len(out) == 6 and fallback > 0
+    tail = lines[lines.index("") + 1 :]  # the table's closing summary: the same, bar the time
+    assert tail[:4] == out[:4] and tail[5:] == out[5:] and len(tail) == len(out)
+
+
+def test_moderate_summary_with_the_llm_counts_calls_and_names_no_fallback(fake_llm):
+    stdin = "".join(json.dumps({"id": str(n), "text": f"hello {n}"}) + "\n" for n in range(6))
+    result = run(
+        ["moderate", "--format", "summary"],
+        stdin=stdin,
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="k",
+        TIKTOKEN_CACHE_DIR=os.environ["TIKTOKEN_CACHE_DIR"],
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "6 messages: 6 verdicts, 0 dead letters"
+    assert lines[2] == "sources: llm 6"
+    calls = int(lines[3].split()[1])
+    assert 1 <= calls == round(fake_llm.state.requests) and "prompt +" in lines[3]
+    assert not any("fallback" in line or "llama-server" in line for line in lines)
+
+
+def test_moderate_on_a_terminal_prints_a_table_and_into_a_pipe_json_lines(tmp_path):
+    """No --format: a real pseudo-terminal on stdout gets the table, a pipe gets JSON."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODERATION_"))}
+    env.pop("COLUMNS", None)  # the terminal's own size decides
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    with (tmp_path / "stderr").open("w+") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker", "moderate", "examples/messages.jsonl"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=stderr,
+            env=env,
+        )
+        os.close(follower)
+        chunks, deadline = [], time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([leader], [], [], 1.0)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            os.close(leader)
+        assert child.wait(timeout=30) == 0
+        stderr.seek(0)
+        errors = stderr.read()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r\n", "\n")
+    lines = screen.splitlines()
+    assert lines[0].split() == ["id", "action", "source", "category", "reason"], screen
+    row = next(line for line in lines if line.startswith("m2 "))
+    assert row.split()[:4] == ["m2", "block", "rules", "harassment/threatening"]
+    assert "Direct threat of violence against a person." in row  # 120 columns: room for it
+    assert any(line.split()[:4] == ["line", "10", "dead", "letter"] for line in lines)
+    assert "10 messages: 8 verdicts, 2 dead letters" in screen
+    assert "docker/llama-server.sh serve" in screen
+    assert "{" not in screen and "k1ll" not in screen  # no JSON, no message text
+    assert "LLM stage is OFF" in errors
+
+    piped = run(["moderate", "examples/messages.jsonl"])
+    verdicts = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert [v["id"] for v in verdicts] == [f"m{n}" for n in range(1, 9)]
+    assert piped.stderr.splitlines()[-1].startswith(
+        "moderate: 8 verdicts, 2 dead letters; LLM 0 calls"
+    )
+
+
+def test_only_the_table_needs_rich():
+    """rich is imported where the table is printed: with it unimportable (None in
+    sys.modules, so structlog, which loads it when installed, does without it too),
+    jsonl and summary still work and only the table fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODERATION_"))}
+
+    def without_rich(*args: str) -> subprocess.CompletedProcess[str]:
+        code = (
+            "import sys; sys.modules['rich'] = None; from worker.__main__ import main; "
+            f"sys.exit(main(['moderate', 'examples/messages.jsonl', *{list(args)!r}]))"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    jsonl = without_rich()
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert [json.loads(line)["id"] for line in jsonl.stdout.splitlines()] == [
+        f"m{n}" for n in range(1, 9)
+    ]
+    summary = without_rich("--format", "summary")
+    assert summary.returncode == 0 and summary.stdout.startswith("10 messages: 8 verdicts")
+    table = without_rich("--format", "table")
+    assert table.returncode != 0 and "rich" in table.stderr  # the block is real
