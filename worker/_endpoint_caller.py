@@ -19,6 +19,7 @@ from worker._hooks import Hooks
 from worker._limiter import AdaptiveLimit, Signal
 from worker._prompt import SYSTEM_PROMPT
 from worker._reply import ReplyError
+from worker._server_kind import detect
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.classify")
@@ -45,7 +46,9 @@ class EndpointCaller:
             ttft_s=settings.llm_expected_ttft_ms / 1000,
             token_s=settings.llm_expected_token_ms / 1000,
         )
-        self.limit = AdaptiveLimit(settings.concurrency, initial=min(4, settings.concurrency))
+        self.server = detect(settings.openai_base_url, settings.llm_server)
+        most = self.server.max_calls(settings.concurrency)
+        self.limit = AdaptiveLimit(most, initial=min(4, most))
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.breaker_fail_max,
             reset_timeout=settings.breaker_reset_s,
