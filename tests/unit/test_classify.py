@@ -52,6 +52,16 @@ def test_a_batch_is_one_call_and_each_item_gets_its_own_scores(classifier, fake_
     assert sum(s.completion_tokens for s in shares) > 0
 
 
+def test_a_reply_without_usage_is_still_a_verdict_and_counts_no_tokens(classifier, fake_llm):
+    """Some proxies (and servers in some modes) leave ``usage`` out: the scores stand,
+    the call is counted, its tokens are not made up."""
+    fake_llm.inject("no_usage")
+    result = classifier.classify(ITEMS)
+    assert result.scores == [expected(t) for t, _ in ITEMS]
+    assert result.usage.calls == 1 and fake_llm.state.requests == 1
+    assert result.usage.prompt_tokens == 0 and result.usage.completion_tokens == 0
+
+
 def test_answers_out_of_order_land_on_the_right_items(classifier, fake_llm):
     fake_llm.inject("shuffled")
     result = classifier.classify(ITEMS)

@@ -163,7 +163,10 @@ def usage(reply: Reply, prompt: int) -> dict[str, Any]:
     }
 
 
-def completion_body(reply: Reply, ident: str, model: str, created: int, prompt: int) -> bytes:
+def completion_body(
+    reply: Reply, ident: str, model: str, created: int, prompt: int, with_usage: bool = True
+) -> bytes:
+    """The non-streamed reply; ``with_usage`` False: as a proxy that drops ``usage``."""
     message = {
         "role": "assistant",
         "content": None if reply.refusal else reply.text,
@@ -176,7 +179,7 @@ def completion_body(reply: Reply, ident: str, model: str, created: int, prompt: 
             "created": created,
             "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": reply.finish}],
-            "usage": usage(reply, prompt),
+            **({"usage": usage(reply, prompt)} if with_usage else {}),
         }
     )
 

@@ -149,12 +149,12 @@ def generate(
         if request.get("stream"):
             frames = fr.Frames(ident, model, created, reply.refusal)
             wanted = (request.get("stream_options") or {}).get("include_usage")
-            usage = fr.usage(reply, prompt) if wanted else None
+            usage = fr.usage(reply, prompt) if wanted and fault != "no_usage" else None
             tail = fr.chunked(frames.end(reply.finish, usage)) + fr.CHUNKED_END
             head = conn.head(200, "text/event-stream", headers, None)
             when = (first, step, end)
             return stream(conn, frames, fr.pieces(reply), when, head, tail, fault == "disconnect")
-        body = fr.completion_body(reply, ident, model, created, prompt)
+        body = fr.completion_body(reply, ident, model, created, prompt, fault != "no_usage")
         sleep_until(end)
         if fault == "disconnect":
             conn.hang_up()

@@ -53,9 +53,10 @@ __all__ = [
 # half + "}}oops"), truncated (cut in half, finish_reason "length"), refusal, missing (the
 # last entry dropped), disconnect (hang up without an answer; streaming: after half the
 # chunks), shuffled (entries in reverse order), stall (send nothing until stall_s passes or
-# the client goes away, then hang up), context (the context-length 400 whatever the size).
+# the client goes away, then hang up), context (the context-length 400 whatever the size),
+# no_usage (the reply without `usage`, as some proxies send it).
 FAULTS = ("429", "500", "timeout", "malformed", "truncated", "refusal", "missing",
-          "disconnect", "shuffled", "stall", "context")  # fmt: skip
+          "disconnect", "shuffled", "stall", "context", "no_usage")  # fmt: skip
 TIMINGS = ("real", "fixed", "instant")
 ERROR_STYLES = ("openai", "llamacpp")
 
