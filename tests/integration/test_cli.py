@@ -8,19 +8,11 @@ import subprocess
 import sys
 
 from ..conftest import ROOT
+from ._cli import run_cli
 
 
 def run(args: list[str], stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODERATION_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**base, **env},
-        timeout=120,
-    )
+    return run_cli(args, stdin, **env)
 
 
 def test_moderate_the_example_file_without_llm():

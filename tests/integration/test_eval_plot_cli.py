@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ..conftest import DATASET, ROOT
+from ..conftest import DATASET
+from ._cli import run_cli
 
 pytest.importorskip("matplotlib")
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MODERATION_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**base, **env},
-        timeout=300,
-    )
+    return run_cli(args, timeout=300, **env)
 
 
 def _is_png(path: Path) -> bool:

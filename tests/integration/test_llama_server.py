@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ import pytest
 
 from worker.client import ModerationClient
 from worker.testing.amqp import WorkerLauncher
+
+from ._cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -128,15 +129,13 @@ def test_a_batch_over_the_servers_context_is_split_not_failed(llama: str, tmp_pa
     src.write_text(
         "".join(json.dumps({"id": f"c{n}", "text": t}) + "\n" for n, t in enumerate(texts))
     )
-    env = _env("amqp://unused//", llama)
-    env.update(MODERATION_LLM_LATENCY_BUDGET_MS="600000", MODERATION_LLM_DEADLINE_S="240")
-    run = subprocess.run(
-        [sys.executable, "-m", "worker", "moderate", str(src), "--format", "jsonl"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
+    run = run_cli(
+        ["moderate", str(src), "--format", "jsonl"],
         timeout=600,
+        OPENAI_BASE_URL=llama,
+        MODERATION_MODEL="gemma3",
+        MODERATION_LLM_LATENCY_BUDGET_MS="600000",
+        MODERATION_LLM_DEADLINE_S="240",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     verdicts = [json.loads(line) for line in run.stdout.splitlines()]
