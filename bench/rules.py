@@ -5,8 +5,9 @@
 Prints messages/s per core (CPU time of this process, so other load on the machine
 does not count against it) for: the raw-text prescreen alone and the share of texts it
 clears; normalisation alone; the automaton + regexes on precomputed canonical views;
-the whole stage as the worker runs it, with and without the prescreen; and how the cost
-splits between ASCII and non-ASCII texts.
+the whole stage as the worker runs it, with and without the prescreen; how the cost
+splits between ASCII and non-ASCII texts; and language detection: alone, as the rules
+stage asks for it (only for a text a rule could match), and for every text.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if str(ROOT) not in sys.path:
 from bench._data import load_texts  # noqa: E402
 from bench._proc import python_speed  # noqa: E402
 from worker._policy_file import parse_policy  # noqa: E402
+from worker.language import LanguageDetector, LazyLanguage  # noqa: E402
 from worker.normalise import views, warm_up  # noqa: E402
 from worker.rules import RulesEngine  # noqa: E402
 
@@ -135,6 +137,15 @@ def main() -> None:
         f"texts with a rule match: {fired} ({fired / len(texts):.1%}); "
         f"ASCII {len(ascii_texts)}, non-ASCII {len(other)}"
     )
+    started = time.perf_counter()
+    detector = LanguageDetector()
+    print(f"language model loaded in {time.perf_counter() - started:.2f} s")
+
+    def with_language(text: str) -> Any:
+        language = LazyLanguage(text, detector)
+        result = engine.match(text, language=language)
+        return result, language.code
+
     rows: list[tuple[str, list[str], Any]] = []
     if engine._prescreen is not None:
         screen = engine._prescreen.could_fire
@@ -157,6 +168,13 @@ def main() -> None:
         ("whole rules stage (as the worker runs it)", texts, engine.match),
         ("  ... ASCII texts", ascii_texts, engine.match),
         ("  ... non-ASCII texts", other, engine.match),
+        ("language detection alone", texts, detector.detect),
+        (
+            "rules stage + language where rules need it",
+            texts,
+            lambda t: engine.match(t, language=LazyLanguage(t, detector)),
+        ),
+        ("rules stage + language for every text", texts, with_language),
     ]
     rates(rows, args.rounds)
 

@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = {"openai_base_url": None, "openai_api_key": None} if args.rules_only else {}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure("WARNING")
-    samples = load(Path(args.dataset))
+    samples = [sample for dataset in args.dataset for sample in load(Path(dataset))]
     if args.limit:
         samples = samples[: args.limit]
     if args.batch_size:
@@ -177,7 +177,8 @@ def _eval(args: argparse.Namespace) -> int:
         from worker._eval_plot import write_plots
 
         directory = Path(args.plot)
-        notes = write_plots(report, evaluation.samples, directory, Path(args.dataset).name)
+        name = ", ".join(Path(d).name for d in args.dataset)
+        notes = write_plots(report, evaluation.samples, directory, name)
         for note in notes:
             print(f"plot: {note}", file=sys.stderr)
         print(f"plots: {directory / 'report.html'}", file=sys.stderr)
@@ -219,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--max-age", type=float, default=30.0)
     health.set_defaults(run=_health)
     evaluate = commands.add_parser("eval", help="precision/recall on a labelled set")
-    evaluate.add_argument("dataset", help="samples-1680 JSONL(.gz), or CSV with text,label")
+    evaluate.add_argument(
+        "dataset",
+        nargs="+",
+        help="samples-1680 JSONL(.gz), CSV with text,label, or Multilingual HateCheck CSV(.gz)",
+    )
     evaluate.add_argument("--rules-only", action="store_true", help="LLM stage off")
     evaluate.add_argument("--limit", type=int, default=0)
     evaluate.add_argument("--json", help="also write the report as JSON here")

@@ -29,10 +29,20 @@ class TenantPolicy:
     engine: RulesEngine
     thresholds: dict[str, Thresholds]
     fallback: Fallback
+    language_thresholds: dict[str, dict[str, Thresholds]] = field(default_factory=dict)
     limits: Limits = field(init=False)
+    _language_limits: dict[str, Limits] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", compile_limits(self.thresholds))
+        by_language = {k: compile_limits(v) for k, v in self.language_thresholds.items()}
+        object.__setattr__(self, "_language_limits", by_language)
+
+    def limits_for(self, language: str | None) -> Limits:
+        """The thresholds for text in ``language`` (the policy's own where it has none)."""
+        if language is None:
+            return self.limits
+        return self._language_limits.get(language, self.limits)
 
 
 def compile_tenant(spec: PolicyFile, tenant: str | None) -> TenantPolicy:
@@ -41,10 +51,14 @@ def compile_tenant(spec: PolicyFile, tenant: str | None) -> TenantPolicy:
     fallback = spec.fallback or Fallback()
     if tenant is not None and spec.tenants[tenant].fallback is not None:
         fallback = spec.tenants[tenant].fallback or fallback
+    languages = {code for layer in layers for code in layer.language_thresholds}
     return TenantPolicy(
         engine=RulesEngine(*layers),
         thresholds=layer_thresholds(*layers),
         fallback=fallback,
+        language_thresholds={
+            code: layer_thresholds(*layers, language=code) for code in sorted(languages)
+        },
     )
 
 

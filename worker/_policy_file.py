@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.models import CATEGORIES, Action, Category
 
 RuleAction = Literal["block", "review", "flag", "allow", "llm"]
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 
 
 class _Strict(BaseModel):
@@ -35,6 +36,21 @@ class Rule(_Strict):
     regex: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     unless: tuple[str, ...] = Field(default=(), description="Whole words/phrases that cancel it.")
+    then: Literal["stop", "llm"] = Field(
+        default="stop",
+        description="'llm': the message still goes on to the LLM and its verdict is at "
+        "least this rule's action (a floor); 'stop': the rule decides.",
+    )
+    masked: bool = Field(
+        default=False,
+        description="Also match words with inner letters masked by symbols (f*ck, c**t, "
+        "sh#t): each term of four or more letters with one to two inner letters hidden.",
+    )
+    languages: tuple[LanguageCode, ...] = Field(
+        default=(),
+        description="Fire only on text in these languages (ISO 639-1), or whose language "
+        "cannot be told; empty means every language.",
+    )
     reason: str | None = None
     user_reason: str | None = None
 
@@ -90,8 +106,19 @@ class PolicyLayer(_Strict):
         description="Phrases showing a message quotes, reports or condemns; with one "
         "present a block rule defers to the LLM (as it does for a quoted match).",
     )
+    language_thresholds: dict[LanguageCode, dict[Category | Literal["default"], Thresholds]] = (
+        Field(
+            default_factory=dict,
+            description="Per language, thresholds that replace the ones above for text "
+            "in that language (per category; 'default' for the rest).",
+        )
+    )
     rules: tuple[Rule, ...] = ()
-    disable: tuple[str, ...] = Field(default=(), description="Base rule ids to switch off.")
+    disable: tuple[str, ...] = Field(
+        default=(),
+        description="Base rule ids to switch off; a trailing * switches off a rule set "
+        "('profanity.*').",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicyLayer:
@@ -199,15 +226,25 @@ def read_policy(path: Path, *, with_shadow: bool = True) -> PolicySource:
     return PolicySource(spec, version, shadow)
 
 
-def layer_thresholds(
-    *layers: PolicyLayer,
-) -> dict[str, Thresholds]:
-    """Per-category thresholds after applying the layers in order (base first)."""
+def layer_thresholds(*layers: PolicyLayer, language: str | None = None) -> dict[str, Thresholds]:
+    """Per-category thresholds after applying the layers in order (base first); with
+    ``language``, each layer's overrides for that language on top of that layer's own."""
     merged: dict[str, Thresholds] = {}
     default = Thresholds()
     for layer in layers:
-        default = layer.thresholds.get("default", default)
-        for category, value in layer.thresholds.items():
-            if category != "default":
-                merged[category] = value
+        tables = [layer.thresholds]
+        if language is not None:
+            tables.append(layer.language_thresholds.get(language, {}))
+        for table in tables:
+            default = table.get("default", default)
+            for category, value in table.items():
+                if category != "default":
+                    merged[category] = value
     return {c: merged.get(c, default) for c in CATEGORIES}
+
+
+def rule_disabled(rule_id: str, disable: set[str]) -> bool:
+    """Whether ``disable`` names the rule, by id or by a set ('profanity.*')."""
+    if rule_id in disable:
+        return True
+    return any(d.endswith("*") and rule_id.startswith(d[:-1]) for d in disable)

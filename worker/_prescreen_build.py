@@ -254,6 +254,12 @@ def _stop(*_: object) -> bool:
     return True  # the first match answers the question
 
 
+# Hyperscan refuses a pattern of more than about 16,000 characters (each letter of a
+# translated regex becomes a class of its forms); a regex beyond this is screened by
+# its anchors instead, or, with none, leaves the prescreen off.
+_MAX_TRANSLATED = 15_000
+
+
 def build_databases(
     terms: list[str], regexes: list[tuple[str, list[str] | None]]
 ) -> tuple[Database, Database, list[str]] | None:
@@ -273,7 +279,7 @@ def build_databases(
         add(term)
     for regex, anchors in regexes:
         translated = regex_expression(regex)
-        if translated is not None:
+        if translated is not None and len(render(translated, repeats=True)) <= _MAX_TRANSLATED:
             patterns.append((translated, True))
         elif anchors is None:
             return None

@@ -23,7 +23,7 @@ from types import ModuleType
 import ahocorasick
 import structlog
 
-from worker._policy_file import PolicyLayer, Rule
+from worker._policy_file import PolicyLayer, Rule, rule_disabled
 from worker._prescreen import Database, Prescreen
 from worker._rules_regex import regex_anchors
 from worker.normalise import LONG_RUN_SEEDS, canonical, warm_up
@@ -68,6 +68,95 @@ def _pattern(term: str, kind: str) -> str:
     }[kind]
 
 
+# Pieces that stand alone in ordinary canonical text: contractions ("what's" reads
+# "what s"), one-letter and common short words. A masked form made of two of these
+# ("s it", "a hole") is ordinary text, not a masked word.
+_COMMON_PIECES = frozenset(
+    "a i s t d m o u y ll re ve it is as at in on an of or to he me we be so no do go up "  # noqa: SIM905
+    "us hole".split()
+)
+
+
+def masked_forms(pattern: str) -> list[str]:
+    """``pattern`` with one or two adjacent inner letters of a word masked.
+
+    A mask symbol ("f*ck", "c**t", "sh#t") is a break between words in canonical text,
+    so "f*ck you" reads " f ck you "; these are the forms such a pattern takes. Words of
+    fewer than four letters are left whole ("a**" could be anything), and so is a form
+    whose two pieces are both words of their own in ordinary text, or, in a one-word
+    pattern, single letters.
+    """
+    words = pattern.split(" ")
+    forms: set[str] = set()
+    for w, word in enumerate(words):
+        if len(word) < 4 or not word.isalpha():
+            continue
+        for start in range(1, len(word) - 1):
+            for width in (1, 2):
+                if start + width >= len(word):
+                    continue
+                left, right = word[:start], word[start + width :]
+                if left in _COMMON_PIECES and right in _COMMON_PIECES:
+                    continue  # "s it" is in "what's it", "a hole" in "dig a hole"
+                if len(left) == 1 and len(right) == 1 and len(words) <= 3:
+                    continue  # "c p" is in "C.P. Snow" ("f k you" is a phrase)
+                masked = f"{left} {right}"
+                forms.add(" ".join([*words[:w], masked, *words[w + 1 :]]))
+    return sorted(forms)
+
+
+_WORD_GROUP = re.compile(r"\(([a-z |]+)\)")
+
+
+def masked_regex(pattern: str) -> str:
+    """``pattern`` with the masked forms of the words in its plain alternations added:
+    "(idiot|bitch)" becomes "(idiot|bitch|i iot|b tch|...)" (see ``masked_forms``)."""
+
+    def extend(group: re.Match[str]) -> str:
+        options = group.group(1).split("|")
+        extra = [
+            form[1:-1]  # the option's own leading or trailing space kept
+            for option in options
+            for form in masked_forms(f" {option} ")
+            if form[1:-1] not in options
+        ]
+        return "(" + "|".join(options + sorted(set(extra))) + ")"
+
+    return _WORD_GROUP.sub(extend, pattern)
+
+
+# A regex's source beyond this is split (``split_regex``): translated for the raw-text
+# prescreen, each letter becomes a class of its forms, and Hyperscan refuses a pattern
+# of more than about 16,000 characters.
+_MAX_REGEX = 900
+
+
+def split_regex(pattern: str, limit: int = _MAX_REGEX) -> list[str]:
+    """``pattern`` as regexes that together match what it matches, none longer than
+    ``limit`` where its largest plain alternation can be halved to get there."""
+    if len(pattern) <= limit:
+        return [pattern]
+    groups = list(_WORD_GROUP.finditer(pattern))
+    if not groups:
+        return [pattern]
+    largest = max(groups, key=lambda g: len(g.group(0)))
+    options = largest.group(1).split("|")
+    if len(options) < 2:
+        return [pattern]
+    half = len(options) // 2
+    head, tail = pattern[: largest.start()], pattern[largest.end() :]
+    return [
+        piece
+        for part in (options[:half], options[half:])
+        for piece in split_regex(f"{head}({'|'.join(part)}){tail}", limit)
+    ]
+
+
+def _rule_regexes(rule: Rule) -> tuple[str, ...]:
+    patterns = [masked_regex(p) for p in rule.regex] if rule.masked else list(rule.regex)
+    return tuple(piece for p in patterns for piece in split_regex(p))
+
+
 def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     """The rules of ``layers`` (base first) in force, compiled."""
     warm_up()
@@ -76,7 +165,7 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     for layer in layers:
         for rule in layer.rules:
             by_id[rule.id] = rule  # a later layer's rule replaces the base's
-    rules = tuple(r for r in by_id.values() if r.id not in disabled)
+    rules = tuple(r for r in by_id.values() if not rule_disabled(r.id, disabled))
     automaton = ahocorasick.Automaton()
     entries: dict[str, list[int]] = {}
 
@@ -91,6 +180,9 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
                 if kind == "words" and " " in term.strip():
                     # spaced-out phrases collapse into one word ("b.u.y f.o.l.l.o.w")
                     add(_pattern(term.replace(" ", ""), kind), index)
+                if rule.masked:
+                    for variant in masked_forms(_pattern(term, kind)):
+                        add(variant, index)
         for term in rule.unless:
             add(_pattern(term, "words"), index + UNLESS_BIT)
     for layer in layers:
@@ -102,7 +194,7 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     # which a combined pattern loses (measured 4x slower on the samples).
     regexes: list[tuple[int, re.Pattern[str], bool]] = []
     for index, rule in enumerate(rules):
-        for pattern in rule.regex:
+        for pattern in _rule_regexes(rule):
             anchors = regex_anchors(pattern)
             for anchor in anchors or ():
                 add(anchor, ANCHOR - len(regexes))
@@ -112,9 +204,9 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     prefilter = Prefilter.build(
         [p for p, indices in entries.items() if any(0 <= i < UNLESS_BIT for i in indices)]
         + list(LONG_RUN_SEEDS),
-        [pattern for rule in rules for pattern in rule.regex],
+        [pattern for rule in rules for pattern in _rule_regexes(rule)],
     )
-    prescreen = _prescreen(entries, [p for rule in rules for p in rule.regex])
+    prescreen = _prescreen(entries, [p for rule in rules for p in _rule_regexes(rule)])
     for pattern, indices in entries.items():
         automaton.add_word(pattern, (len(pattern), tuple(indices)))
     if entries:

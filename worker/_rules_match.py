@@ -14,19 +14,22 @@ from dataclasses import dataclass, field
 
 from worker._policy_file import PolicyLayer, Rule
 from worker._rules_compile import ALLOW, ANCHOR, DEFER, LONG_RUN, UNLESS_BIT, compile_rules
+from worker.language import LazyLanguage
 from worker.models import Action, RuleMatch, Span
-from worker.normalise import Canonical, squeezes, views, views_with_offsets
+from worker.normalise import squeezes, views, views_with_offsets
 
-_QUOTES = "'\"‘’“”«»「」`"
+_QUOTES = "'\"‘’‚“”„«»‹›「」『』`"
 
 
 @dataclass(frozen=True, slots=True)
 class RulesResult:
-    """What the rules decided: an action (None: send on to the LLM) and why."""
+    """What the rules decided: an action (None: send on to the LLM) and why; ``floor``
+    is the least action a verdict from the LLM may have (a ``then: llm`` rule fired)."""
 
     action: Action | None
     matches: list[RuleMatch] = field(default_factory=list)
     rule: Rule | None = None
+    floor: Action | None = None
 
 
 PASS = RulesResult(action=None)
@@ -74,8 +77,18 @@ class RulesEngine:
             fired.setdefault(index, []).append((start, end))
         return fired
 
-    def match(self, text: str, text_views: list[str] | None = None) -> RulesResult:
-        """Match the original text (``text_views``: its ``views`` if already computed)."""
+    def match(
+        self,
+        text: str,
+        text_views: list[str] | None = None,
+        language: LazyLanguage | None = None,
+    ) -> RulesResult:
+        """Match the original text (``text_views``: its ``views`` if already computed).
+
+        ``language`` is asked only when a rule limited to some languages fires; such a
+        rule is set aside when the text is surely in another language, and fires when
+        the language is unknown or cannot be told.
+        """
         if self._prescreen is not None and not self._prescreen.could_fire(text):
             return PASS
         # Nearly every text the prescreen lets through fires, so with a prescreen the
@@ -85,7 +98,7 @@ class RulesEngine:
             text_views if text_views is not None else views(text, squeeze=False)
         ):
             return PASS
-        return self._report(text)
+        return self._report(text, language)
 
     def _fires(self, plain: list[str]) -> bool:
         """Whether a rule fires on these views (``views(text, squeeze=False)``) or on the
@@ -101,23 +114,31 @@ class RulesEngine:
                 squeezed += squeezes(view)
         return any(self._fired(self._hits(view)) for view in squeezed)
 
-    def _report(self, text: str) -> RulesResult:
+    def _report(self, text: str, language: LazyLanguage | None = None) -> RulesResult:
         """The rules that fire on ``text``'s views, with spans in ``text`` (PASS if none)."""
         found = views_with_offsets(text)
         all_hits = [self._hits(view.text) for view in found]
         fired_by_view = [self._fired(hits) for hits in all_hits]
         if not any(fired_by_view):
             return PASS
-        spans: dict[int, list[Span]] = {}
+        limited = {i for fired in fired_by_view for i in fired if self.rules[i].languages}
+        if limited and language is not None:
+            elsewhere = {i for i in limited if language.rules_out(self.rules[i].languages)}
+            fired_by_view = [
+                {i: s for i, s in fired.items() if i not in elsewhere} for fired in fired_by_view
+            ]
+            if not any(fired_by_view):
+                return PASS
+        # (start, end) in the original text, in the order first found (a dict keeps it)
+        found_at: dict[int, dict[tuple[int, int], None]] = {}
         reported = False
         for view, hits, fired in zip(found, all_hits, fired_by_view, strict=True):
             reported = reported or any(i == DEFER for i, _, _ in hits)
             for index, found_spans in fired.items():
-                bucket = spans.setdefault(index, [])
+                bucket = found_at.setdefault(index, {})
                 for start, end in found_spans:
-                    span = _span(view, start, end)
-                    if span not in bucket:
-                        bucket.append(span)
+                    bucket[view.span(start, end)] = None
+        spans = {i: [Span(start=a, end=b) for a, b in bucket] for i, bucket in found_at.items()}
         ordered = sorted(
             spans,
             key=lambda i: (self.rules[i].priority, _severity(self.rules[i].action)),
@@ -143,19 +164,33 @@ class RulesEngine:
         top_match = matches[0]
         top = next(r for r in self.rules if r.id == top_match.rule_id)
         top_action = None if top_match.action == "llm" else Action(top_match.action)
+        if top_action is not None and top.then == "llm":
+            return RulesResult(action=None, matches=matches, rule=top, floor=top_action)
         return RulesResult(action=top_action, matches=matches, rule=top)
 
 
 def _quoted(text: str, span: Span) -> bool:
-    """A quotation mark just before the span and just after it (same line)."""
-    before = text[max(span.start - 3, 0) : span.start].rstrip()
-    after = text[span.end : span.end + 3].lstrip(" ,.!?;:")
-    return bool(before) and before[-1] in _QUOTES and bool(after) and after[0] in _QUOTES
+    """The span lies inside a quotation on its line ("he wrote 'X is Y' and ..."): an odd
+    number of quotation marks before it, and one after it. An apostrophe between letters
+    ("d'être", "don't") is not a quotation mark."""
+    line_start = text.rfind("\n", 0, span.start) + 1
+    line_end = text.find("\n", span.end)
+    before = _quote_marks(text, line_start, span.start)
+    after = _quote_marks(text, span.end, len(text) if line_end < 0 else line_end)
+    return before % 2 == 1 and after > 0
 
 
-def _span(view: Canonical, start: int, end: int) -> Span:
-    a, b = view.span(start, end)
-    return Span(start=a, end=b)
+def _quote_marks(text: str, start: int, end: int) -> int:
+    count = 0
+    for i in range(start, end):
+        if text[i] in _QUOTES:
+            between_letters = (
+                0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha()
+            )
+            if text[i] in "'’" and between_letters:
+                continue  # an apostrophe
+            count += 1
+    return count
 
 
 def _severity(action: str) -> int:

@@ -31,6 +31,7 @@ class Pending:
     key: str
     llm_text: str
     truncated: bool
+    language: str | None = None
 
 
 Outcome = Verdict | DeadLetter
@@ -45,10 +46,16 @@ class VerdictBuilder:
         self.model = model
 
     def _base(
-        self, request: ModerationRequest, envelope: Envelope, received: float, policy: Policy
+        self,
+        request: ModerationRequest,
+        envelope: Envelope,
+        received: float,
+        policy: Policy,
+        language: str | None,
     ) -> dict[str, Any]:
         return {
             "id": request.id,
+            "language": language,
             "tenant": request.tenant,
             "policy_version": policy.version,
             "metadata": request.metadata,
@@ -63,6 +70,7 @@ class VerdictBuilder:
         received: float,
         policy: Policy,
         rules: RulesResult,
+        language: str | None = None,
     ) -> Verdict:
         action = rules.action or Action.ALLOW
         scores = dict.fromkeys(CATEGORIES, 0.0)
@@ -72,7 +80,7 @@ class VerdictBuilder:
             scores[rule.category] = 1.0
             categories[rule.category] = True
         return Verdict(
-            **self._base(request, envelope, received, policy),
+            **self._base(request, envelope, received, policy, language),
             action=action,
             flagged=action is not Action.ALLOW,
             categories=categories,
@@ -94,9 +102,16 @@ class VerdictBuilder:
         model: str | None,
     ) -> Verdict:
         by_category = dict(zip(CATEGORIES, scores, strict=True))
-        action, categories = decide_scores(scores, pending.tenant.limits)
+        action, categories = decide_scores(scores, pending.tenant.limits_for(pending.language))
+        action = _at_least(action, pending.rules.floor)
         return Verdict(
-            **self._base(pending.request, pending.envelope, pending.received, pending.policy),
+            **self._base(
+                pending.request,
+                pending.envelope,
+                pending.received,
+                pending.policy,
+                pending.language,
+            ),
             action=action,
             flagged=action is not Action.ALLOW,
             categories=categories,
@@ -117,9 +132,15 @@ class VerdictBuilder:
         fallback = pending.tenant.fallback
         if self.settings.fallback_action is not None:
             fallback = fallback.model_copy(update={"action": self.settings.fallback_action})
-        action = fallback_action(fallback, suspected)
+        action = _at_least(fallback_action(fallback, suspected), pending.rules.floor)
         return Verdict(
-            **self._base(pending.request, pending.envelope, pending.received, pending.policy),
+            **self._base(
+                pending.request,
+                pending.envelope,
+                pending.received,
+                pending.policy,
+                pending.language,
+            ),
             action=action,
             flagged=action is not Action.ALLOW,
             categories=dict.fromkeys(CATEGORIES, False),
@@ -131,6 +152,19 @@ class VerdictBuilder:
             usage=usage or Usage(),
             cost_usd=round(cost, 9),
             truncated=pending.truncated,
+        )
+
+    def rules_floor(self, pending: Pending) -> Verdict:
+        """With the LLM stage off, a ``then: llm`` rule's own action decides."""
+        assert pending.rules.floor is not None
+        rules = RulesResult(pending.rules.floor, pending.rules.matches, pending.rules.rule)
+        return self.rules(
+            pending.request,
+            pending.envelope,
+            pending.received,
+            pending.policy,
+            rules,
+            pending.language,
         )
 
     def _shadow(
@@ -152,3 +186,7 @@ class VerdictBuilder:
             "action": action.value if action else None,
             "rule_ids": [m.rule_id for m in rules.matches],
         }
+
+
+def _at_least(action: Action, floor: Action | None) -> Action:
+    return floor if floor is not None and floor.severity > action.severity else action

@@ -1,9 +1,12 @@
 """``python -m worker eval``: how good is the pipeline on a labelled set, and at what cost.
 
 Reads the samples-1680 JSONL format (``prompt`` plus category codes, a missing label
-meaning unknown) or a CSV with ``text`` and ``label`` columns (0/1, or category names
-separated by ``|``). Runs the configured pipeline in-process (the LLM stage only when
-one is configured, or never with ``--rules-only``).
+meaning unknown), a CSV with ``text`` and ``label`` columns (0/1, or category names
+separated by ``|``), or Multilingual HateCheck's CSV (``test_case``, ``label_gold``,
+``functionality``; the language from a ``language`` column or the file name), reported
+per language and functionality too (``worker._eval_groups``). CSV files may be gzipped.
+Runs the configured pipeline in-process (the LLM stage only when one is configured, or
+never with ``--rules-only``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker._eval_groups import group_report, render_groups
 from worker.models import CATEGORIES, Source, Verdict
 from worker.pipeline import DeadLetter, Pipeline
 from worker.validate import Envelope
@@ -37,6 +41,8 @@ CODES = {
 class Sample:
     text: str
     labels: dict[str, bool | None]  # category -> label; None = unknown
+    group: str | None = None  # a test suite's functionality ("counter_quote_nh")
+    language: str | None = None  # the language the suite says the text is in
 
     @property
     def any(self) -> bool | None:
@@ -46,11 +52,21 @@ class Sample:
         return False if values and all(v is False for v in values) else None
 
 
+# Multilingual HateCheck names its files after the language.
+_LANGUAGE_NAMES = {
+    "arabic": "ar", "dutch": "nl", "french": "fr", "german": "de", "hindi": "hi",
+    "italian": "it", "mandarin": "zh", "polish": "pl", "portuguese": "pt", "spanish": "es",
+    "english": "en",
+}  # fmt: skip
+
+
 def load(path: Path) -> list[Sample]:
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [_csv_row(row) for row in csv.DictReader(handle)]
     opener = gzip.open if path.suffix == ".gz" else open
+    if path.name.endswith((".csv", ".csv.gz")):
+        with opener(path, "rt", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        language = _LANGUAGE_NAMES.get(path.name.split(".")[0].lower())
+        return [_csv_row(row, language) for row in rows]
     samples = []
     with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
@@ -62,7 +78,16 @@ def load(path: Path) -> list[Sample]:
     return samples
 
 
-def _csv_row(row: dict[str, str]) -> Sample:
+def _csv_row(row: dict[str, str], language: str | None = None) -> Sample:
+    if "test_case" in row and "label_gold" in row:  # Multilingual HateCheck
+        gold = row["label_gold"].strip()
+        hateful = True if gold == "hateful" else False if gold == "non-hateful" else None
+        return Sample(
+            row["test_case"],
+            {"hate": hateful},
+            group=row.get("functionality") or None,
+            language=row.get("language") or language,
+        )
     label = (row.get("label") or "").strip()
     if label in ("0", "1", "true", "false"):
         flagged = label in ("1", "true")
@@ -229,6 +254,9 @@ def evaluate_samples(
         else None
     )
     report["fallbacks"] = sum(1 for v in verdicts if v.source is Source.FALLBACK)
+    report["by_language"] = group_report(
+        (s.language, s.group, s.labels.get("hate"), v) for s, v in pairs
+    )
     return Evaluation(report, [_scored(s, v) for s, v in pairs])
 
 
@@ -320,4 +348,5 @@ def render(report: dict[str, Any]) -> str:
             f"LLM calls: {calls['calls']}, p50 {calls['p50']:.0f} ms, "
             f"p95 {calls['p95']:.0f} ms; fallbacks: {report['fallbacks']}"
         )
+    lines += render_groups(report.get("by_language") or {})
     return "\n".join(lines)

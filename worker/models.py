@@ -93,6 +93,12 @@ class ModerationRequest(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="Opaque object echoed back unchanged in the verdict."
     )
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}$",
+        description="ISO 639-1 code of the text when the producer knows it (the author's "
+        "locale, a channel's language); the worker detects it otherwise.",
+    )
     schema_version: Literal["1"] | None = Field(default=None, description="Contract version.")
 
 
@@ -143,6 +149,11 @@ class Verdict(BaseModel):
     cost_usd: float = 0.0
     latency_ms: float = Field(description="From receipt by the worker to verdict built.")
     truncated: bool = Field(default=False, description="Text was cut to the token budget.")
+    language: str | None = Field(
+        default=None,
+        description="ISO 639-1 code of the text (given by the producer, or detected); "
+        "null when the text is too short or mixed to tell.",
+    )
     redelivered: bool = Field(
         default=False, description="The broker delivered this request more than once."
     )

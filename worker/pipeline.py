@@ -25,6 +25,7 @@ from worker._hooks import NO_HOOKS, Hooks
 from worker._prompt import truncate
 from worker._verdicts import Emit, Outcome, Pending, VerdictBuilder
 from worker.cache import CachedScores, ScoreCache, cache_key
+from worker.language import LanguageDetector, LazyLanguage
 from worker.models import Action, ModerationRequest, Source, Usage, Verdict
 from worker.normalise import cache_form
 from worker.policy import PolicyStore
@@ -59,6 +60,7 @@ class Pipeline:
         self._inflight: dict[str, Future[tuple[float, ...] | None]] = {}
         self._inflight_lock = threading.Lock()
         self.verdicts = VerdictBuilder(settings, self.model)
+        self.languages = LanguageDetector() if settings.language_detection else None
 
     # -- the local stages ---------------------------------------------------------------
 
@@ -89,11 +91,12 @@ class Pipeline:
     ) -> Verdict | Pending:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
-        rules = tenant.engine.match(request.text)
+        language = LazyLanguage(request.text, self.languages, request.language)
+        rules = tenant.engine.match(request.text, language=language)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
         if rules.action is not None:
-            return self.verdicts.rules(request, envelope, received, policy, rules)
+            return self.verdicts.rules(request, envelope, received, policy, rules, language.code)
         key = cache_key(
             self.model or "none", self._prompt_version, cache_form(request.text), request.context
         )
@@ -105,11 +108,22 @@ class Pipeline:
             else (request.text, False)
         )
         pending = Pending(
-            envelope, request, received, policy, tenant, rules, key, pending_text, truncated
+            envelope,
+            request,
+            received,
+            policy,
+            tenant,
+            rules,
+            key,
+            pending_text,
+            truncated,
+            language.code,
         )
         if hit is not None:
             return self.verdicts.scored(pending, hit.scores, Source.CACHE, Usage(), 0.0, hit.model)
         if self.classifier is None:
+            if rules.floor is not None:
+                return self.verdicts.rules_floor(pending)
             return self.verdicts.fallback(pending, "LLM stage is off (no OPENAI_API_KEY/BASE_URL)")
         return pending
 

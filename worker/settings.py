@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     policy_reload_s: float = Field(
         default=2.0, description="How often to check the policy file for a change, in seconds."
     )
+    language_detection: bool = Field(
+        default=True,
+        description="Detect each text's language (fastText's compact model, bundled) for "
+        "per-language rules and thresholds and the verdict's `language`; off: only a "
+        "request's own `language` counts.",
+    )
     fallback_action: Action | None = Field(
         default=None,
         description="Action when the LLM cannot answer; unset: the policy's (`review` in "

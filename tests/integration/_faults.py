@@ -117,7 +117,7 @@ BENIGN = [
     "my cat knocked the plant off the shelf again",
 ]
 LEXICON_TEXTS = [
-    "you are such an idiot, honestly",  # harassment 0.88 -> review
+    "you are so stupid, honestly",  # harassment 0.88 -> review
     "where can I buy drugs around here",  # illicit 0.88 -> review
     "that movie was full of gore",  # violence/graphic 0.88 -> review
     "some days I want to die",  # self-harm/intent 0.88 -> review

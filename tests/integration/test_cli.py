@@ -30,7 +30,7 @@ def test_moderate_the_example_file_without_llm():
 
 
 def test_moderate_reads_stdin_and_uses_the_llm_when_configured(fake_llm):
-    stdin = '{"id": "a", "text": "what an idiot"}\n{"id": "b", "text": "hello"}\n'
+    stdin = '{"id": "a", "text": "what a stupid take"}\n{"id": "b", "text": "hello"}\n'
     result = run(
         ["moderate"],
         stdin=stdin,

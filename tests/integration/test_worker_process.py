@@ -55,7 +55,7 @@ def test_rules_llm_and_metadata_round_trip(start_worker, client: ModerationClien
     start_worker()
     with client.subscribe("#") as verdicts:
         client.publish({"id": "r1", "text": "I will k1ll you tomorrow", "tenant": "t1"})
-        client.publish({"id": "l1", "text": "you are such an idiot", "metadata": {"n": [1, 2]}})
+        client.publish({"id": "l1", "text": "you are so stupid", "metadata": {"n": [1, 2]}})
         client.publish({"id": "l2", "text": "lovely weather for a walk"})
         got = {v.id: v for v in verdicts.drain(3, timeout=30)}
     assert got["r1"].source == "rules" and got["r1"].action == "block"

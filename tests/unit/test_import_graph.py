@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2] / "worker"
 # lowest first: each may import what is before it, never what is after it
 STAGES = [
     "worker.normalise",
+    "worker.language",
     "worker.validate",
     "worker.rules",
     "worker.policy",

@@ -65,7 +65,7 @@ def test_identical_texts_in_flight_cost_one_call(make_pipeline, fake_llm):
 
 def test_long_text_is_truncated_to_the_token_budget(make_pipeline):
     pipeline = make_pipeline(token_budget=50)
-    [verdict] = pipeline.run([env(id="1", text="word " * 400 + "you idiot")])
+    [verdict] = pipeline.run([env(id="1", text="word " * 400 + "you are so stupid")])
     assert verdict.truncated and verdict.source == Source.LLM
     assert verdict.category_scores["harassment"] > 0.5  # the tail was kept
 
@@ -156,3 +156,61 @@ def test_stages_report_through_hooks_not_metrics(fake_llm):
     assert ("local_cache", False) in hooks.calls  # only the one the rules left
     assert {"shared_cache", "llm_batch", "llm_request"} <= set(names)
     assert ("llm_request", "ok") in hooks.calls
+
+
+def test_every_verdict_says_its_language_and_a_producer_may_say_it(make_pipeline):
+    pipeline = make_pipeline()
+    rules, llm, given, short = pipeline.run(
+        [
+            env(id="r", text="Ich bringe dich um, du Schwein."),  # a German threat rule
+            env(id="l", text="Nos vemos mañana en la biblioteca, ¿vale?"),
+            env(id="g", text="Nos vemos mañana en la biblioteca, ¿vale?", language="pt"),
+            env(id="s", text="lol 😂"),
+        ]
+    )
+    assert (rules.source, rules.language) == (Source.RULES, "de")
+    assert (llm.source, llm.language) == (Source.LLM, "es")
+    assert given.language == "pt"  # the producer's word is taken as it is
+    assert short.language is None
+
+
+def test_thresholds_per_language_replace_the_policy_s_own(make_pipeline, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "thresholds:\n"
+        "  default: {flag: 0.40, review: 0.70, block: 0.95}\n"
+        "language_thresholds:\n"
+        "  de:\n"
+        "    harassment: {block: 0.80}\n"
+    )
+    pipeline = make_pipeline(policy=policy)
+    english, german = pipeline.run(
+        [
+            env(id="en", text="you are so stupid, honestly, every single day"),
+            env(id="de", text="du bist so stupid, ehrlich gesagt, jeden einzelnen Tag"),
+        ]
+    )
+    # the simulator scores both 0.88 for harassment
+    assert english.category_scores["harassment"] == german.category_scores["harassment"]
+    assert english.action == "review" and german.action == "block"
+    assert german.language == "de"
+
+
+def test_a_floor_rule_still_asks_the_llm_and_the_verdict_is_at_least_its_action(
+    make_pipeline, fake_llm
+):
+    calm, harsh = make_pipeline().run(
+        [
+            env(id="calm", text="fuck, I missed the bus again this morning"),
+            env(id="harsh", text="fuck this, you are so stupid and I want to hurt you"),
+        ]
+    )
+    assert fake_llm.state.items == 2  # both were classified
+    assert calm.source == Source.LLM and calm.action == "flag"  # the floor
+    assert [m.rule_id for m in calm.rule_matches] == ["profanity.bare"]
+    assert harsh.action in ("review", "block")  # the LLM's answer is above the floor
+
+
+def test_with_the_llm_off_a_floor_rule_decides(pipeline_without_llm):
+    [verdict] = pipeline_without_llm.run([env(id="1", text="fuck, I missed the bus")])
+    assert verdict.source == Source.RULES and verdict.action == "flag"

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from worker._policy_file import parse_policy
+from worker._rules_compile import masked_forms
 from worker.evaluate import evaluate, load
+from worker.language import LanguageDetector, LazyLanguage
 from worker.models import Action
 from worker.policy import Policy
-from worker.rules import RulesEngine
+from worker.rules import RulesEngine, RulesResult
 
 from ..conftest import DATASET, ROOT
 
@@ -91,6 +93,102 @@ tenants:
     assert tenant.match("beta").action is None
 
 
+def test_a_rule_set_is_disabled_by_its_prefix(default: RulesEngine):
+    policy = parse_policy(DEFAULT.read_text(), "default.yaml")
+    off = parse_policy("disable: ['profanity.*']", "tenant.yaml")
+    assert default.match("fuck you").action is Action.REVIEW
+    without = RulesEngine(policy, off)
+    assert without.match("fuck you").action is None
+    assert not any(r.id.startswith("profanity.") for r in without.rules)
+    assert without.match("I will kill you").action is Action.BLOCK  # the rest stays
+
+
+def test_masked_forms_hide_inner_letters_but_not_ordinary_words():
+    assert masked_forms(" fuck you ") == [" f ck you ", " f k you ", " fu k you "]
+    assert " c p " not in masked_forms(" crap ")  # "C.P. Snow"
+    assert " sh t " in masked_forms(" shit ")
+    assert " s it " not in masked_forms(" shit ")  # "what's it" reads "what s it"
+    assert " a hole " not in masked_forms(" asshole ")  # "dig a hole"
+    assert masked_forms(" ass ") == []  # too short to tell
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "f u c k you",
+        "f*ck you",
+        "f**k you",
+        "fսck you",  # Armenian letter
+        "fu\u200bck you",
+        "ｆｕｃｋ you",
+        "you dumb c*nt",
+        "you are a b1tch",
+        "stfu you worthless idiot",
+        "@sam you are such a m0r0n",
+        "idiots like you ruin everything",
+        "sh*t like you",
+    ],
+)
+def test_profanity_aimed_at_a_person_goes_to_review(default: RulesEngine, text: str):
+    result = default.match(text)
+    assert result.action is Action.REVIEW, (text, [m.rule_id for m in result.matches])
+    assert result.matches[0].rule_id.startswith("profanity.")
+
+
+@pytest.mark.parametrize(
+    "text", ["fuck, I missed the bus", "this sh*t is hard", "a$$hole drivers everywhere"]
+)
+def test_bare_profanity_is_a_floor_for_the_llm_never_a_block(default: RulesEngine, text: str):
+    result = default.match(text)
+    assert result.action is None and result.floor is Action.FLAG
+    assert [m.rule_id for m in result.matches] == ["profanity.bare"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Scunthorpe United drew 1-1",
+        "shiitake risotto tonight",
+        "the assassin's creed",
+        "the cockpit door",
+        "Dickens wrote it",
+        "what's it like there",
+        "we dug a hole for the tree",
+        "did you prick your finger?",
+        "I'm such an idiot, I forgot my keys",
+    ],
+)
+def test_words_that_contain_profanity_are_not_hit(default: RulesEngine, text: str):
+    assert default.match(text).matches == [], text
+
+
+def test_a_rule_for_some_languages_fires_only_there_or_where_none_can_be_told():
+    rules = engine("""
+rules:
+  - {id: de, action: block, languages: [de], words: [gift]}
+""")
+    detector = LanguageDetector()
+
+    def match(text: str) -> Action | None:
+        return rules.match(text, language=LazyLanguage(text, detector)).action
+
+    assert match("In dieser Flasche ist Gift, nicht trinken!") is Action.BLOCK
+    assert match("I bought a gift for my sister's birthday.") is None  # surely English
+    assert match("gift") is Action.BLOCK  # too short to tell: the rule fires
+    assert rules.match("a gift").action is Action.BLOCK  # no language given: fires
+    given = LazyLanguage("a gift", None, given="en")
+    assert rules.match("a gift", language=given).action is None
+
+
+def test_a_quoted_phrase_anywhere_inside_a_quotation_defers(default: RulesEngine):
+    text = 'Deberían echarla por decir "Deberían matar a todos los judíos".'
+    result = default.match(text, language=LazyLanguage(text, LanguageDetector()))
+    assert result.action is None and result.matches[0].action == "llm"
+    # apostrophes inside words are not quotation marks
+    plain = "I'm telling you I'll kill you"
+    assert default.match(plain).action is Action.BLOCK
+
+
 def _jsonl(name: str) -> list[dict[str, str]]:
     with (DATA / name).open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines]
@@ -119,6 +217,69 @@ def test_innocent_corpus_is_never_blocked(default: RulesEngine):
     blocked = [row["text"] for row in rows if default.match(row["text"]).action is Action.BLOCK]
     print(f"innocent: {len(rows)} texts, blocked {len(blocked)}")
     assert blocked == []
+
+
+def _recognised(result: RulesResult) -> Action | None:
+    """What a rule made of it: its decision, or the floor it set for the LLM."""
+    return result.action or result.floor
+
+
+def test_disguised_insults_are_recognised_and_bare_profanity_never_blocked(
+    default: RulesEngine,
+):
+    rows = _jsonl("insults.jsonl")
+    detector = LanguageDetector()
+    found = [
+        (row, _recognised(default.match(row["text"], language=LazyLanguage(row["text"], detector))))
+        for row in rows
+    ]
+    recognised = sum(a in (Action.BLOCK, Action.REVIEW, Action.FLAG) for _, a in found)
+    techniques = {t for row in rows for t in row["technique"].split("+")}
+    print(
+        f"insults: {len(rows)} texts, {len(techniques)} techniques, "
+        f"recognised {recognised / len(rows):.1%}"
+    )
+    assert len(rows) >= 400 and len(techniques) >= 15
+    assert recognised / len(rows) >= 0.90
+    assert [
+        r["text"] for r, a in found if r["kind"] == "bare_profanity" and a is Action.BLOCK
+    ] == []
+    slurs = [a for r, a in found if r["kind"] == "slur_at_person"]
+    assert slurs.count(Action.BLOCK) / len(slurs) >= 0.85
+
+
+def test_innocent_text_with_profanity_in_it_is_never_blocked(default: RulesEngine):
+    rows = _jsonl("innocent_profanity.jsonl")
+    results = [(row, default.match(row["text"])) for row in rows]
+    blocked = [row["text"] for row, r in results if r.action is Action.BLOCK]
+    hit = [row["text"] for row, r in results if not row["bare"] and _recognised(r)]
+    print(f"innocent profanity: {len(rows)} texts, blocked {len(blocked)}, hit {len(hit)}")
+    assert blocked == []
+    assert len(hit) <= 0.02 * len(rows), hit  # words that merely contain profanity
+
+
+LANGUAGES = ROOT / "tests" / "data" / "languages"
+
+
+@pytest.mark.parametrize("code", ["de", "es", "fr", "pt", "hi"])
+def test_each_language_s_threats_and_slurs_are_blocked_and_its_innocent_text_is_not(
+    default: RulesEngine, code: str
+):
+    with (LANGUAGES / f"{code}.jsonl").open(encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines]
+    detector = LanguageDetector()
+    results = [
+        (row, default.match(row["text"], language=LazyLanguage(row["text"], detector)))
+        for row in rows
+    ]
+    aimed = [r for row, r in results if row["kind"] in ("threat", "slur_at_person")]
+    blocked = sum(r.action is Action.BLOCK for r in aimed) / len(aimed)
+    innocent_blocked = [
+        row["text"] for row, r in results if row["label"] == "innocent" and r.action is Action.BLOCK
+    ]
+    print(f"{code}: threats and slurs blocked {blocked:.1%}, innocent blocked {innocent_blocked}")
+    assert blocked >= 0.85
+    assert innocent_blocked == []
 
 
 def test_rules_blocks_on_the_labelled_set_are_precise(pipeline_without_llm):
