@@ -23,6 +23,7 @@ from types import ModuleType
 import ahocorasick
 import structlog
 
+from worker._normalise_scripts import native, native_pattern
 from worker._policy_file import PolicyLayer, Rule, rule_disabled
 from worker._prescreen import Database, Prescreen
 from worker._rules_regex import regex_anchors
@@ -53,6 +54,7 @@ class CompiledRules:
     regexes: list[tuple[int, re.Pattern[str], bool]]  # (rule index, regex, anchored)
     prefilter: Prefilter | None  # on canonical views
     prescreen: Prescreen | None  # on the raw text
+    native: ahocorasick.Automaton | None  # terms in other scripts, on the script view
 
 
 def _pattern(term: str, kind: str) -> str:
@@ -168,14 +170,26 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     rules = tuple(r for r in by_id.values() if not rule_disabled(r.id, disabled))
     automaton = ahocorasick.Automaton()
     entries: dict[str, list[int]] = {}
+    native_entries: dict[str, list[int]] = {}  # terms in other scripts: the script view
 
     def add(pattern: str, index: int) -> None:
         if pattern:
             entries.setdefault(pattern, []).append(index)
 
+    def add_term(term: str, kind: str, index: int) -> bool:
+        """A term in another script goes to the script view's automaton (True)."""
+        if not native(term):
+            return False
+        pattern = native_pattern(term)
+        if pattern:
+            native_entries.setdefault(pattern, []).append(index)
+        return True
+
     for index, rule in enumerate(rules):
         for kind in ("words", "domains", "substrings", "prefixes", "suffixes"):
             for term in getattr(rule, kind):
+                if add_term(term, kind, index):
+                    continue
                 add(_pattern(term, kind), index)
                 if kind == "words" and " " in term.strip():
                     # spaced-out phrases collapse into one word ("b.u.y f.o.l.l.o.w")
@@ -184,12 +198,15 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
                     for variant in masked_forms(_pattern(term, kind)):
                         add(variant, index)
         for term in rule.unless:
-            add(_pattern(term, "words"), index + UNLESS_BIT)
+            if not add_term(term, "words", index + UNLESS_BIT):
+                add(_pattern(term, "words"), index + UNLESS_BIT)
     for layer in layers:
         for phrase in layer.allow:
-            add(_pattern(phrase, "words"), ALLOW)
+            if not add_term(phrase, "words", ALLOW):
+                add(_pattern(phrase, "words"), ALLOW)
         for phrase in layer.reported_speech:
-            add(_pattern(phrase, "words"), DEFER)
+            if not add_term(phrase, "words", DEFER):
+                add(_pattern(phrase, "words"), DEFER)
     # Separate patterns, not one alternation: each keeps re's literal-prefix scan,
     # which a combined pattern loses (measured 4x slower on the samples).
     regexes: list[tuple[int, re.Pattern[str], bool]] = []
@@ -211,7 +228,20 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
         automaton.add_word(pattern, (len(pattern), tuple(indices)))
     if entries:
         automaton.make_automaton()
-    return CompiledRules(rules, automaton, bool(entries), regexes, prefilter, prescreen)
+    return CompiledRules(
+        rules, automaton, bool(entries), regexes, prefilter, prescreen, _native(native_entries)
+    )
+
+
+def _native(entries: dict[str, list[int]]) -> ahocorasick.Automaton | None:
+    """The script view's automaton, if any rule has a term in another script."""
+    if not any(0 <= i < UNLESS_BIT for indices in entries.values() for i in indices):
+        return None
+    automaton = ahocorasick.Automaton()
+    for pattern, indices in entries.items():
+        automaton.add_word(pattern, (len(pattern), tuple(indices)))
+    automaton.make_automaton()
+    return automaton
 
 
 def _prescreen(entries: dict[str, list[int]], regexes: list[str]) -> Prescreen | None:

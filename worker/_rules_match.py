@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from worker._normalise_scripts import script_view
 from worker._policy_file import PolicyLayer, Rule
 from worker._rules_compile import ALLOW, ANCHOR, DEFER, LONG_RUN, UNLESS_BIT, compile_rules
 from worker.language import LazyLanguage
@@ -46,6 +47,21 @@ class RulesEngine:
         self._regexes = compiled.regexes
         self._prefilter = compiled.prefilter
         self._prescreen = compiled.prescreen
+        self._native = compiled.native
+
+    def _native_fires(self, text: str) -> bool:
+        """Whether a rule term in another script fires on the script view."""
+        if self._native is None or text.isascii():
+            return False
+        return bool(self._fired(self._native_hits(script_view(text).text)))
+
+    def _native_hits(self, view: str) -> list[tuple[int, int, int]]:
+        assert self._native is not None
+        return [
+            (index, end + 1 - length, end + 1)
+            for end, (length, indices) in self._native.iter(view)
+            for index in indices
+        ]
 
     def _hits(self, text: str) -> list[tuple[int, int, int]]:
         """(rule index, start, end) in ``text`` for every pattern found."""
@@ -89,13 +105,21 @@ class RulesEngine:
         rule is set aside when the text is surely in another language, and fires when
         the language is unknown or cannot be told.
         """
-        if self._prescreen is not None and not self._prescreen.could_fire(text):
+        if (
+            self._prescreen is not None
+            and not self._prescreen.could_fire(text)
+            and not self._native_fires(text)
+        ):
             return PASS
         # Nearly every text the prescreen lets through fires, so with a prescreen the
         # offsets path decides at once; without one, the fast views decide first.
         decide_first = self._prescreen is None or text_views is not None
-        if decide_first and not self._fires(
-            text_views if text_views is not None else views(text, squeeze=False)
+        if (
+            decide_first
+            and not self._fires(
+                text_views if text_views is not None else views(text, squeeze=False)
+            )
+            and not self._native_fires(text)
         ):
             return PASS
         return self._report(text, language)
@@ -118,6 +142,9 @@ class RulesEngine:
         """The rules that fire on ``text``'s views, with spans in ``text`` (PASS if none)."""
         found = views_with_offsets(text)
         all_hits = [self._hits(view.text) for view in found]
+        if self._native is not None and not text.isascii():
+            found.append(script_view(text))
+            all_hits.append(self._native_hits(found[-1].text))
         fired_by_view = [self._fired(hits) for hits in all_hits]
         if not any(fired_by_view):
             return PASS

@@ -12,6 +12,11 @@ microseconds says "nothing here" for most messages, and only the rest take the
 automaton's path with its allowlist, negation and reported-speech logic, straight on the
 views with offsets that report the spans (nearly all of them fire).
 
+Terms written in another script (Cyrillic, Arabic, Devanagari, Chinese...) match the
+script view instead (``worker._normalise_scripts``): their own letters, whole words, or
+anywhere for scripts that put no spaces between words. Rules limited to ``languages``
+fire only where the text is in one of them, or its language cannot be told.
+
 The machinery is private: ``worker._rules_compile`` (policy layers -> automaton,
 regexes, prefilter and prescreen), ``worker._rules_regex`` (regex anchors) and
 ``worker._rules_match`` (``RulesEngine.match``).

@@ -71,3 +71,17 @@ def test_fast_and_slow_paths_agree_on_the_dataset():
 @given(st.text(max_size=60))
 def test_fast_and_slow_paths_agree_on_any_text(text: str):
     assert views(text) == [v.text for v in views_with_offsets(text)]
+
+
+def test_the_script_view_keeps_other_scripts_and_joins_spaceless_ones():
+    from worker._normalise_scripts import native, native_pattern, script_view
+
+    assert script_view("我要杀 了 你!").text == " 我要杀了你 "  # no spaces in Chinese
+    assert script_view("Я тебя\u200b УБЬЮ").text == " я тебя убью "  # case, zero-width
+    assert script_view("कुत्ते, तुम").text == " कुत्ते तुम "  # vowel signs are letters
+    view = script_view("ok: 杀 了 你")
+    start = view.text.index("杀")
+    assert view.span(start, start + 3) == (4, 9)  # back to the original characters
+    assert native("убью") and native("杀") and not native("kill") and not native("café")
+    assert native_pattern("杀了你") == "杀了你"  # anywhere
+    assert native_pattern("убью тебя") == " убью тебя "  # whole words

@@ -189,6 +189,24 @@ def test_a_quoted_phrase_anywhere_inside_a_quotation_defers(default: RulesEngine
     assert default.match(plain).action is Action.BLOCK
 
 
+def test_terms_in_other_scripts_match_their_own_letters():
+    rules = engine("""
+reported_speech: [举报]
+rules:
+  - {id: zh, action: block, words: [杀了你]}
+  - {id: ru, action: block, words: [убью тебя], unless: [в игре]}
+""")
+    result = rules.match("我要杀 了 你!")  # no spaces between Chinese words, evasion or not
+    assert result.action is Action.BLOCK
+    span = result.matches[0].spans[0]
+    assert "我要杀 了 你!"[span.start : span.end] == "杀 了 你"
+    assert rules.match("Я тебя УБЬЮ тебя").action is Action.BLOCK
+    assert rules.match("Я убью тебя в игре").action is None  # its unless, in Cyrillic
+    assert rules.match("Яубьютебя").action is None  # Cyrillic words are whole words
+    assert rules.match('我要举报: 他说 "我要杀了你"').action is None  # reported: the LLM
+    assert rules.match("我爱你").matches == []
+
+
 def _jsonl(name: str) -> list[dict[str, str]]:
     with (DATA / name).open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines]
