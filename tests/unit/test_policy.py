@@ -81,6 +81,12 @@ def test_version_follows_meaning_not_formatting(tmp_path):
         ("rules:\n  - id: r2\n    action: block\n    regex: ['(unclosed']\n", "does not compile"),
         ("thresholds:\n  hateful: {block: 0.5}\n", "thresholds.hateful"),
         ("rules: [\n", "not valid YAML"),
+        (
+            "rules:\n  - id: r3\n    action: block\n    languages: [German]\n    words: [x]\n",
+            "(rule r3): rules.0.languages.0",
+        ),
+        ("rules:\n  - id: r4\n    action: flag\n    then: later\n    words: [x]\n", "(rule r4)"),
+        ("language_thresholds:\n  de: {hateful: {block: 0.5}}\n", "language_thresholds.de"),
     ],
 )
 def test_invalid_policies_name_file_line_and_rule(tmp_path, broken: str, message: str):
