@@ -128,6 +128,8 @@ def masked_regex(pattern: str) -> str:
     return _WORD_GROUP.sub(extend, pattern)
 
 
+_MAX_ANCHORS = 2000
+
 # A regex's source beyond this is split (``split_regex``): translated for the raw-text
 # prescreen, each letter becomes a class of its forms, and Hyperscan refuses a pattern
 # of more than about 16,000 characters.
@@ -219,7 +221,9 @@ def compile_rules(*layers: PolicyLayer) -> CompiledRules:
     regexes: list[tuple[int, re.Pattern[str], bool]] = []
     for index, rule in enumerate(rules):
         for pattern in _rule_regexes(rule):
-            anchors = regex_anchors(pattern)
+            # the automaton carries any number of anchors at no cost per text: a masked
+            # alternation's hundreds of words are worth it to keep re off most texts
+            anchors = regex_anchors(pattern, limit=_MAX_ANCHORS)
             for anchor in anchors or ():
                 add(anchor, ANCHOR - len(regexes))
             regexes.append((index, re.compile(pattern), anchors is not None))
