@@ -109,6 +109,7 @@ class Summary:
     cost_usd: float = 0.0
     wall_s: float = 0.0
     llm_enabled: bool = True
+    languages: Counter[str] = field(default_factory=Counter)  # "-": could not tell
 
     @classmethod
     def of(
@@ -117,6 +118,7 @@ class Summary:
         actions: Counter[str] = Counter()
         sources: Counter[str] = Counter()
         dead: Counter[str] = Counter()
+        languages: Counter[str] = Counter()
         calls = cost = 0.0
         prompt = completion = messages = 0
         for outcome in outcomes:
@@ -126,12 +128,23 @@ class Summary:
                 continue
             actions[outcome.action.value] += 1
             sources[outcome.source.value] += 1
+            languages[outcome.language or "-"] += 1
             calls += outcome.usage.llm_calls
             prompt += outcome.usage.prompt_tokens
             completion += outcome.usage.completion_tokens
             cost += outcome.cost_usd
         return cls(
-            messages, actions, sources, dead, calls, prompt, completion, cost, wall_s, llm_enabled
+            messages,
+            actions,
+            sources,
+            dead,
+            calls,
+            prompt,
+            completion,
+            cost,
+            wall_s,
+            llm_enabled,
+            languages,
         )
 
     @property
@@ -164,11 +177,19 @@ class Summary:
             f"{self.messages} messages: {self.verdicts} verdicts, {dead}",
             f"actions: {_counts(self.actions, [a.value for a in _ACTION_ORDER])}",
             f"sources: {_counts(self.sources, [s.value for s in Source])}",
+            f"languages: {self._languages()}",
             f"LLM: {self._llm()}",
             f"wall time: {self.wall_s:.2f} s from launch",
         ]
         hint = self.fallback_line()
         return [*out, hint] if hint else out
+
+    def _languages(self) -> str:
+        """The most frequent first, at most eight; "-" for texts too short to tell."""
+        top = self.languages.most_common(8)
+        rest = sum(self.languages.values()) - sum(n for _, n in top)
+        text = ", ".join(f"{code} {n}" for code, n in top) or "none"
+        return f"{text}, {rest} other" if rest else text
 
     def line(self) -> str:
         """Today's single stderr line of the JSON Lines path, with the cost added."""

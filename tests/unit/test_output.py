@@ -24,6 +24,7 @@ def verdict(
     reason: str | None = None,
     usage: Usage | None = None,
     cost: float = 0.0,
+    language: str | None = "en",
 ) -> Verdict:
     return Verdict(
         id=id,
@@ -38,6 +39,7 @@ def verdict(
         usage=usage or Usage(),
         cost_usd=cost,
         latency_ms=1.0,
+        language=language,
         metadata={"note": SECRET},  # echoed metadata is the producer's: never in the table
     )
 
@@ -111,7 +113,7 @@ def test_summary_counts_actions_sources_dead_letters_usage_and_cost():
         verdict("a", Action.BLOCK, Source.LLM, usage=third, cost=0.001),
         verdict("b", Action.ALLOW, Source.LLM, usage=third, cost=0.001),
         verdict("c", Action.ALLOW, Source.LLM, usage=third, cost=0.001),
-        verdict("d", Action.REVIEW, Source.RULES),
+        verdict("d", Action.REVIEW, Source.RULES, language=None),
         dead(DeadReason.TOO_LARGE),
     ]
     summary = Summary.of(outcomes, llm_enabled=True, wall_s=1.25)
@@ -120,6 +122,7 @@ def test_summary_counts_actions_sources_dead_letters_usage_and_cost():
         "5 messages: 4 verdicts, 1 dead letters (too_large 1)",
         "actions: block 1, review 1, allow 2",
         "sources: rules 1, llm 3",
+        "languages: en 3, - 1",
         "LLM: 1 calls, 300 prompt + 30 completion tokens, $0.0030",
         "wall time: 1.25 s from launch",
     ]
