@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import random
@@ -13,6 +14,19 @@ DATASET = (
     / "datasets"
     / "openai-moderation-samples-1680.jsonl.gz"
 )
+
+
+HATECHECK = DATASET.parent / "multilingual-hatecheck"
+
+
+def load_chat_texts() -> list[str]:
+    """Multilingual HateCheck's cases in the five shared languages: chat-length texts
+    (an empty list where the files are not there)."""
+    texts: list[str] = []
+    for path in sorted(HATECHECK.glob("*.csv.gz")):
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+            texts += [row["test_case"] for row in csv.DictReader(f)]
+    return texts
 
 
 def load_texts(shuffled: bool = True) -> list[str]:
