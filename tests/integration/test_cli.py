@@ -136,6 +136,7 @@ def test_moderate_format_table_and_summary_on_the_example_file():
 
     actions = Counter(v["action"] for v in verdicts)
     fallback = sum(v["source"] == "fallback" for v in verdicts)
+    languages = Counter(v["language"] or "-" for v in verdicts)
     summary = run(["moderate", "examples/messages.jsonl", "--format", "summary"])
     assert summary.returncode == 0, summary.stderr
     expected = [
@@ -145,17 +146,18 @@ def test_moderate_format_table_and_summary_on_the_example_file():
             f"{a} {actions[a]}" for a in ("block", "review", "flag", "allow") if actions[a]
         ),
         f"sources: rules {len(verdicts) - fallback}, fallback {fallback}",
+        "languages: " + ", ".join(f"{code} {n}" for code, n in languages.most_common(8)),
         "LLM: 0 calls, 0 prompt + 0 completion tokens, $0.0000",
     ]
     out = summary.stdout.splitlines()
-    assert out[:4] == expected and re.fullmatch(r"wall time: \d+\.\d\d s from launch", out[4])
-    assert out[5] == (
+    assert out[:5] == expected and re.fullmatch(r"wall time: \d+\.\d\d s from launch", out[5])
+    assert out[6] == (
         f"{fallback} of 10 left to the fallback (no LLM configured): start a local model with "
         "docker/llama-server.sh serve, then export the lines of docker/llama-server.sh env"
     )
-    assert len(out) == 6 and fallback > 0
+    assert len(out) == 7 and fallback > 0
     tail = lines[lines.index("") + 1 :]  # the table's closing summary: the same, bar the time
-    assert tail[:4] == out[:4] and tail[5:] == out[5:] and len(tail) == len(out)
+    assert tail[:5] == out[:5] and tail[6:] == out[6:] and len(tail) == len(out)
 
 
 def test_moderate_summary_with_the_llm_counts_calls_and_names_no_fallback(fake_llm):
@@ -171,8 +173,9 @@ def test_moderate_summary_with_the_llm_counts_calls_and_names_no_fallback(fake_l
     lines = result.stdout.splitlines()
     assert lines[0] == "6 messages: 6 verdicts, 0 dead letters"
     assert lines[2] == "sources: llm 6"
-    calls = int(lines[3].split()[1])
-    assert 1 <= calls == round(fake_llm.state.requests) and "prompt +" in lines[3]
+    assert lines[3].startswith("languages: ")
+    calls = int(lines[4].split()[1])
+    assert 1 <= calls == round(fake_llm.state.requests) and "prompt +" in lines[4]
     assert not any("fallback" in line or "llama-server" in line for line in lines)
 
 
