@@ -69,6 +69,9 @@ def test_delay_returns_the_published_verdict(celery_app, celery_worker, client):
 
 
 def test_tasks_share_batched_llm_calls(celery_app, celery_worker, fake_llm):
+    # a model's timing: with instant replies each task could find the LLM idle and go
+    # alone, and whether any two share a call would be a race
+    fake_llm.state.control({"timing": "real", "ttft_ms": 300})
     moderate = celery_app.tasks[NAME]
     results = [
         moderate.delay({"id": f"b-{n}", "text": f"ordinary message number {n}"}) for n in range(24)
