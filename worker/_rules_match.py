@@ -48,6 +48,7 @@ class RulesEngine:
         self._prefilter = compiled.prefilter
         self._prescreen = compiled.prescreen
         self._native = compiled.native
+        self._by_id = {rule.id: rule for rule in self.rules}
 
     def _native_fires(self, text: str) -> bool:
         """Whether a rule term in another script fires on the script view."""
@@ -188,12 +189,19 @@ class RulesEngine:
                 )
             )
         matches.sort(key=lambda m: _severity(m.action) >= 0, reverse=True)  # stable
-        top_match = matches[0]
-        top = next(r for r in self.rules if r.id == top_match.rule_id)
-        top_action = None if top_match.action == "llm" else Action(top_match.action)
-        if top_action is not None and top.then == "llm":
-            return RulesResult(action=None, matches=matches, rule=top, floor=top_action)
-        return RulesResult(action=top_action, matches=matches, rule=top)
+        # the first match that acts decides; a floor ("then: llm") decides nothing, but
+        # the verdict, whoever decides it, is at least its action
+        acting = [m for m in matches if m.action != "llm"]
+        floors = [m for m in acting if self._by_id[m.rule_id].then == "llm"]
+        floor = max((Action(m.action) for m in floors), key=_severity_of, default=None)
+        deciding = next((m for m in acting if m not in floors), None)
+        if deciding is None:
+            top = self._by_id[(floors or matches)[0].rule_id]
+            return RulesResult(action=None, matches=matches, rule=top, floor=floor)
+        action = Action(deciding.action)
+        if floor is not None and floor.severity > action.severity:
+            action = floor
+        return RulesResult(action=action, matches=matches, rule=self._by_id[deciding.rule_id])
 
 
 def _quoted(text: str, span: Span) -> bool:
@@ -218,6 +226,10 @@ def _quote_marks(text: str, start: int, end: int) -> int:
                 continue  # an apostrophe
             count += 1
     return count
+
+
+def _severity_of(action: Action) -> int:
+    return action.severity
 
 
 def _severity(action: str) -> int:

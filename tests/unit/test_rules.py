@@ -144,6 +144,21 @@ def test_bare_profanity_is_a_floor_for_the_llm_never_a_block(default: RulesEngin
     assert [m.rule_id for m in result.matches] == ["profanity.bare"]
 
 
+def test_a_floor_never_hides_a_rule_that_decides():
+    rules = engine("""
+rules:
+  - {id: floor, action: flag, then: llm, priority: 20, words: [darn]}
+  - {id: low, action: review, priority: 1, words: [scam]}
+  - {id: allowed, action: allow, priority: 0, words: [darn good]}
+""")
+    alone = rules.match("darn it")
+    assert (alone.action, alone.floor) == (None, Action.FLAG)  # on to the LLM, at least flag
+    both = rules.match("darn, a scam")
+    assert both.action is Action.REVIEW and both.rule is not None and both.rule.id == "low"
+    allowed = rules.match("darn good coffee")  # decided, but not below the floor
+    assert allowed.action is Action.FLAG
+
+
 @pytest.mark.parametrize(
     "text",
     [
