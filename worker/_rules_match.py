@@ -198,10 +198,10 @@ class RulesEngine:
         if deciding is None:
             top = self._by_id[(floors or matches)[0].rule_id]
             return RulesResult(action=None, matches=matches, rule=top, floor=floor)
-        action = Action(deciding.action)
-        if floor is not None and floor.severity > action.severity:
-            action = floor
-        return RulesResult(action=action, matches=matches, rule=self._by_id[deciding.rule_id])
+        decided = Action(deciding.action)
+        if floor is not None and floor.severity > decided.severity:
+            decided = floor
+        return RulesResult(action=decided, matches=matches, rule=self._by_id[deciding.rule_id])
 
 
 def _quoted(text: str, span: Span) -> bool:
