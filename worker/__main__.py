@@ -3,6 +3,7 @@
 moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
 schemas [--check] write (or check) schemas/*.json from the models
 health            exit 0 when this pod's worker is alive (for probes)
+warm              compile the policy into MODERATION_CACHE_DIR ahead of a start
 eval DATASET      precision/recall of the pipeline on a labelled set
 bench             the throughput and token benchmark
 """
@@ -131,6 +132,31 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm(args: argparse.Namespace) -> int:
+    """Compile the policy into the cache directory, so that starts which find it there
+    (an image layer, a volume an init container filled) skip the compile."""
+    from worker import _disk_cache
+    from worker._logging import configure
+    from worker._policy_store import PolicyStore
+    from worker.settings import get_settings
+
+    configure(get_settings().log_level)
+    settings = get_settings()
+    if settings.cache_dir is None:
+        print("warm: MODERATION_CACHE_DIR is empty: nothing to fill", file=sys.stderr)
+        return 1
+    _disk_cache.configure(settings.cache_dir)
+    started = time.perf_counter()
+    PolicyStore(settings.policy, check_every_s=0)
+    files = sorted(settings.cache_dir.glob("*.bin"))
+    size = sum(f.stat().st_size for f in files)
+    print(
+        f"warm: {settings.policy} compiled in {time.perf_counter() - started:.1f} s; "
+        f"{settings.cache_dir}: {len(files)} files, {size / 1e6:.1f} MB"
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from worker._logging import configure
     from worker.evaluate import evaluate_samples, load, render, render_sweep, sweep
@@ -219,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     health = commands.add_parser("health", help="exit 0 when the worker is alive")
     health.add_argument("--max-age", type=float, default=30.0)
     health.set_defaults(run=_health)
+    warm = commands.add_parser(
+        "warm", help="compile the policy into MODERATION_CACHE_DIR (image builds, init containers)"
+    )
+    warm.set_defaults(run=_warm)
     evaluate = commands.add_parser("eval", help="precision/recall on a labelled set")
     evaluate.add_argument(
         "dataset",

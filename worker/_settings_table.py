@@ -105,10 +105,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _path(path: PurePath) -> str:
-    """Inside the repository: relative to it, as in the repository (not this machine's)."""
+    """Inside the repository: relative to it; inside the home directory: ``~/...``; so the
+    table reads the same whoever generated it."""
     resolved = Path(path).resolve() if path.is_absolute() else None
     if resolved is not None and resolved.is_relative_to(ROOT):
         return resolved.relative_to(ROOT).as_posix()
+    if resolved is not None and resolved.is_relative_to(Path.home().resolve()):
+        return "~/" + resolved.relative_to(Path.home().resolve()).as_posix()
     return path.as_posix()
 
 

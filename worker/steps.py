@@ -8,8 +8,9 @@ them again; ``shutdown`` runs once, at the end):
 
 - ``Publishing``: the publisher thread and its confirm-mode connection;
 - ``Metrics``: the Prometheus endpoint, once per process;
-- ``Health``: the liveness file, touched from the event loop (a stuck loop goes stale);
-- ``Moderation``: the request consumers and the stages behind them (``worker._intake``).
+- ``Moderation``: the request consumers and the stages behind them (``worker._intake``);
+- ``Health``: the liveness file, touched from the event loop once consuming (a stuck
+  loop goes stale).
 
 The settings come from ``app.conf.moderation_settings`` when the app carries them (an
 app built by ``worker.celery_app.create_app``), else from the environment.
@@ -68,31 +69,6 @@ class Metrics(bootsteps.StartStopStep):
         if not self.serving:
             metrics.serve(settings_of(c).metrics_port)
             self.serving = True
-
-
-class Health(bootsteps.StartStopStep):
-    """Touches ``MODERATION_HEALTH_FILE`` every 5 s from the event loop, so the file goes
-    stale when the loop is stuck, not only when the process is gone."""
-
-    requires = ("celery.worker.consumer:Connection",)
-
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        self.timer: Any = None
-
-    def start(self, c: Any) -> None:
-        path = settings_of(c).health_file
-
-        def touch() -> None:
-            with contextlib.suppress(OSError):
-                path.touch()
-
-        touch()
-        self.timer = c.hub.call_repeatedly(5.0, touch) if c.hub is not None else None
-
-    def stop(self, c: Any) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 class Moderation(bootsteps.ConsumerStep):
@@ -187,4 +163,34 @@ class Moderation(bootsteps.ConsumerStep):
         self.depth.stop()
 
 
-STEPS = (Publishing, Metrics, Health, Moderation)
+class Health(bootsteps.StartStopStep):
+    """Touches ``MODERATION_HEALTH_FILE`` every 5 s from the event loop, so the file goes
+    stale when the loop is stuck, not only when the process is gone. First touched once
+    the consumers are up and ``/metrics`` answers: a fresh file means "consuming", which
+    is what readiness probes and test harnesses wait for."""
+
+    requires = (Metrics, Moderation)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.timer: Any = None
+
+    def start(self, c: Any) -> None:
+        path = settings_of(c).health_file
+
+        def touch() -> None:
+            with contextlib.suppress(OSError):
+                path.touch()
+
+        if c.hub is None:
+            touch()
+            return
+        c.hub.call_soon(touch)  # after Moderation's own call_soon, which starts consuming
+        self.timer = c.hub.call_repeatedly(5.0, touch)
+
+    def stop(self, c: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+STEPS = (Publishing, Metrics, Moderation, Health)

@@ -270,3 +270,21 @@ def test_only_the_table_needs_rich():
     assert summary.returncode == 0 and summary.stdout.startswith("10 messages: 8 verdicts")
     table = without_rich("--format", "table")
     assert table.returncode != 0 and "rich" in table.stderr  # the block is real
+
+
+def test_warm_fills_the_cache_directory_and_a_second_run_reuses_it(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - {id: t.kys, words: [kys], action: block, category: self-harm}\n")
+    cache = tmp_path / "cache"
+    first = run_cli(["warm"], MODERATION_POLICY=str(policy), MODERATION_CACHE_DIR=str(cache))
+    assert first.returncode == 0, first.stderr
+    files = sorted(p.name for p in cache.glob("*.bin"))
+    assert any(name.startswith("hyperscan-") for name in files), files
+    assert f"{len(files)} files" in first.stdout
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.bin")}
+    again = run_cli(["warm"], MODERATION_POLICY=str(policy), MODERATION_CACHE_DIR=str(cache))
+    assert again.returncode == 0, again.stderr
+    # read, not rebuilt
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.bin")} == stamps
+    off = run_cli(["warm"], MODERATION_POLICY=str(policy), MODERATION_CACHE_DIR="")
+    assert off.returncode == 1 and "MODERATION_CACHE_DIR is empty" in off.stderr

@@ -125,6 +125,8 @@ def test_metrics_and_health(start_worker, client, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     worker = start_worker(MODERATION_METRICS_PORT=str(port))
+    # ready (its health file written) means serving: /metrics answers at once, no retry
+    assert b"moderation_" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
     with client.subscribe("#") as verdicts:
         client.publish({"id": "m1", "text": "kys"})
         client.publish({"id": "m2", "text": "a perfectly fine message"})

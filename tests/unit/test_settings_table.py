@@ -69,6 +69,7 @@ class _Example(BaseSettings):
     table: dict[str, tuple[float, int]] = Field(default={"a": (1.5, 2)}, description="JSON.")
     path: Path = Field(default=ROOT / "worker" / "policies" / "x.yaml", description="A path.")
     ratio: float = Field(default=1500.0, description="A float.")
+    home: Path = Field(default_factory=lambda: Path.home() / ".cache" / "x", description="Home.")
 
 
 def test_secrets_are_never_printed_and_none_is_unset():
@@ -83,6 +84,7 @@ def test_secrets_are_never_printed_and_none_is_unset():
     assert rows["`EX_TABLE`"][1] == '`{"a": [1.5, 2]}`'
     assert rows["`EX_PATH`"][1] == "`worker/policies/x.yaml`"  # not this machine's path
     assert rows["`EX_RATIO`"][1] == "`1500`"
+    assert rows["`EX_HOME`"][1] == "`~/.cache/x`"  # not whoever generated the table
     assert settings_table(_Example) == table  # deterministic
 
     real = _rows(settings_table())
