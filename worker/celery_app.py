@@ -11,12 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import celery.worker.consumer
 from celery import Celery, Task, signals
 
 from worker._logging import configure
 from worker.settings import Settings, get_settings
 from worker.steps import STEPS
 from worker.tasks import NAME, QUEUE, register
+
+
+class Consumer(celery.worker.consumer.Consumer):
+    """Celery's consumer without native delayed delivery, which it adds whenever a task
+    queue is a quorum queue: a setup that connects to every broker URL in turn at each
+    start (a node down costs its retries) for countdown/ETA tasks, which nothing here
+    sends. Our own steps (``worker.steps``) are added to it as to Celery's."""
+
+    class Blueprint(celery.worker.consumer.Consumer.Blueprint):
+        default_steps = tuple(
+            step
+            for step in celery.worker.consumer.Consumer.Blueprint.default_steps
+            if not step.endswith(":DelayedDelivery")
+        )
 
 
 def install(app: Celery, settings: Settings) -> Task:
@@ -28,11 +43,13 @@ def install(app: Celery, settings: Settings) -> Task:
         # so a thread pool: each waiting task costs a thread, not a process.
         worker_pool="threads",
         worker_concurrency=settings.task_concurrency,
-        # Classic on purpose: a quorum task queue makes Celery set up 28 delayed-delivery
-        # queues for ETA tasks, which nothing here uses. The moderation queues
-        # themselves are quorum queues.
+        # Quorum, as every queue the worker declares: a durable classic queue lives on
+        # one node, and with that node down its redeclaration fails (404), which ends a
+        # worker that reconnected to another node. Without ``DelayedDelivery`` (see
+        # ``Consumer``): its 28 exchanges and queues serve ETA tasks, which nothing sends.
         task_default_queue=QUEUE,
-        task_default_queue_type="classic",
+        task_default_queue_type="quorum",
+        worker_consumer="worker.celery_app:Consumer",
         task_routes={NAME: {"queue": QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,

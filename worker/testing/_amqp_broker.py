@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import amqp
@@ -17,43 +17,56 @@ import amqp
 @dataclass(frozen=True)
 class BrokerAddress:
     """An ``amqp://`` URL taken apart for py-amqp, which the toolkit uses directly: kombu's
-    own confirmed publishing waits for every confirm (~1.6k/s), too slow for a load test."""
+    own confirmed publishing waits for every confirm (~1.6k/s), too slow for a load test.
+    Several URLs in kombu's failover syntax (``amqp://a;amqp://b``) are tried in turn,
+    starting after the one that last failed."""
 
-    host: str
+    hosts: tuple[str, ...]
     userid: str
     password: str
     virtual_host: str
+    _next: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
+        urls = [u.strip() for u in url.split(";") if u.strip()]
+        first = urlsplit(urls[0])
         return cls(
-            host=f"{parts.hostname}:{parts.port or 5672}",
-            userid=unquote(parts.username or "guest"),
-            password=unquote(parts.password or "guest"),
-            virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+            hosts=tuple(f"{p.hostname}:{p.port or 5672}" for p in map(urlsplit, urls)),
+            userid=unquote(first.username or "guest"),
+            password=unquote(first.password or "guest"),
+            virtual_host=unquote(first.path[1:]) if len(first.path) > 1 else "/",
         )
 
+    @property
+    def host(self) -> str:
+        return self.hosts[self._next[0] % len(self.hosts)]
+
     def connect(self, attempts: int = 10, connect_timeout: float = 10.0) -> amqp.Connection:
-        """Connect, retrying (``attempts`` in all, backing off): a shared broker may be
-        briefly unavailable. No heartbeats: each connection's owner reads it often."""
+        """Connect, retrying (``attempts`` rounds over the hosts, backing off between
+        rounds): a shared broker may be briefly unavailable, a cluster's node gone. No
+        heartbeats: each connection's owner reads it often."""
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         for attempt in range(attempts):
-            connection = amqp.Connection(
-                host=self.host,
-                userid=self.userid,
-                password=self.password,
-                virtual_host=self.virtual_host,
-                heartbeat=0,
-                connect_timeout=connect_timeout,
-            )
-            try:
-                connection.connect()
-                return connection
-            except (OSError, amqp.exceptions.AMQPError):
-                if attempt >= attempts - 1:
-                    raise
+            for _ in self.hosts:
+                connection = amqp.Connection(
+                    host=self.host,
+                    userid=self.userid,
+                    password=self.password,
+                    virtual_host=self.virtual_host,
+                    heartbeat=0,
+                    connect_timeout=connect_timeout,
+                )
+                try:
+                    connection.connect()
+                    return connection
+                except (OSError, amqp.exceptions.AMQPError) as exc:
+                    failure = exc
+                    self._next[0] += 1  # the next host, now and for the next connect
+            if attempt < attempts - 1:
                 time.sleep(min(0.5 * 2**attempt, 5.0))
-        raise ValueError("attempts must be at least 1")
+        raise failure
 
 
 def drain(connection: amqp.Connection, timeout: float) -> None:

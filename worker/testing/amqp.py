@@ -14,6 +14,10 @@ the reliability tests and the benchmark measure the worker with the same instrum
 - ``temporary_vhost()``: a vhost of one's own for the duration, then deleted.
 - ``WorkerProcess`` / ``WorkerLauncher``: ``celery -A worker worker`` subprocesses,
   ready on their health file, stopped with SIGTERM (SIGKILL after a time-out).
+- ``RabbitCluster``: a RabbitMQ cluster of our own on this machine, nodes to kill -9
+  and start again (``cluster_unavailable()`` says why one cannot run here).
+
+Every URL may be a list in kombu's failover syntax (``amqp://a;amqp://b``).
 
 py-amqp directly, not kombu: kombu's confirmed publishing waits for each confirm.
 """
@@ -39,6 +43,8 @@ from worker.testing._amqp_workers import (
     spawn,
     terminate,
 )
+from worker.testing._rabbit_cluster import RabbitCluster
+from worker.testing._rabbit_cluster import unavailable as cluster_unavailable
 
 __all__ = [
     "KEY_HEADER",
@@ -49,11 +55,13 @@ __all__ = [
     "DeadRecord",
     "Outgoing",
     "Producer",
+    "RabbitCluster",
     "VerdictCollector",
     "WorkerLauncher",
     "WorkerOptions",
     "WorkerProcess",
     "close",
+    "cluster_unavailable",
     "drain",
     "parse_json",
     "parse_verdict",
