@@ -41,6 +41,7 @@ from worker.validate import Envelope
 log = structlog.get_logger("worker.intake")
 
 REDELIVERED = "x-moderation-redelivered"
+USER_HEADER = "x-moderation-user-id"  # the validated publisher of a deferred request
 
 
 class Loop(Protocol):
@@ -118,6 +119,12 @@ class Intake:
                 content_encoding=message.content_encoding,
                 redelivered=bool(delivery.get("redelivered") or headers.get(REDELIVERED)),
                 headers=headers,
+                # deferred: the worker moved it, so RabbitMQ saw the worker's login; the
+                # producer's, validated on the way in, rides in a header only the worker
+                # can write there (producers may publish to moderation.requests only)
+                user_id=headers.get(USER_HEADER)
+                if deferred
+                else (message.properties or {}).get("user_id"),
             )
             self._accept(envelope, message, may_defer=not deferred)
         except Exception:  # never let one message break the loop; the delivery limit
@@ -169,6 +176,9 @@ class Intake:
     def _defer(self, envelope: Envelope, message: Any) -> None:
         """Move a request to the deferred queue (acked here once the broker has it)."""
         headers = {**envelope.headers, "x-moderation-deferred": True}
+        headers.pop(USER_HEADER, None)  # a producer's own would be trusted there
+        if envelope.user_id:
+            headers[USER_HEADER] = envelope.user_id
         if envelope.redelivered:
             headers[REDELIVERED] = True
         out = OutMessage(

@@ -45,8 +45,10 @@ class OutMessage:
     content_encoding: str | None = None
 
 
-def routing_key(verdict: Verdict) -> str:
-    """``<action>.<category-or-none>``: consumers bind ``block.#`` or ``#.hate``."""
+def routing_key(verdict: Verdict, by_tenant: bool = False) -> str:
+    """``<action>.<category-or-none>``: consumers bind ``block.#`` or ``#.hate``.
+    ``by_tenant`` (tenants bound to broker users): ``<tenant>.<action>.<category>``, so
+    RabbitMQ's topic permissions can let each tenant's users bind only their own."""
     category = "none"
     if verdict.rule_matches and verdict.rule_matches[0].category and verdict.source == "rules":
         category = verdict.rule_matches[0].category
@@ -54,13 +56,14 @@ def routing_key(verdict: Verdict) -> str:
         flagged = [c for c in CATEGORIES if verdict.categories.get(c)]
         if flagged:
             category = max(flagged, key=lambda c: verdict.category_scores[c])
-    return f"{verdict.action.value}.{category}"
+    key = f"{verdict.action.value}.{category}"
+    return f"{verdict.tenant or '_'}.{key}" if by_tenant else key
 
 
 def verdict_message(verdict: Verdict, settings: Settings) -> OutMessage:
     return OutMessage(
         exchange=settings.verdicts_exchange,
-        routing_key=routing_key(verdict),
+        routing_key=routing_key(verdict, by_tenant=settings.tenant_users is not None),
         body=verdict.model_dump_json().encode(),
         headers={"x-moderation-id": verdict.id, "x-moderation-source": verdict.source.value},
     )

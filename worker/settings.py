@@ -223,6 +223,15 @@ class Settings(BaseSettings):
         description="Queue of requests waiting for the LLM while its stage is full; "
         "consumed at the LLM's pace.",
     )
+    tenant_users: dict[str, list[str]] | None = Field(
+        default=None,
+        description='JSON `{"broker user": ["tenant", ...]}`: the tenant comes from the '
+        "`user_id` property RabbitMQ validated, not from what the producer wrote. A request "
+        "naming a tenant its user may not use, or without `user_id`, is dead-lettered "
+        '(`tenant_not_allowed`); one naming none gets the user\'s first tenant; `"*"` allows '
+        "any. Verdict routing keys then start with the tenant. Unset: the request's "
+        "`tenant` is trusted.",
+    )
     deferred_prefetch: int = Field(
         default=256, description="Deferred requests taken back per process at a time."
     )

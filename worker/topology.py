@@ -37,6 +37,14 @@ def requests_queue(settings: Settings) -> Queue:
     )
 
 
+def requests_exchange(settings: Settings) -> Exchange:
+    """A direct exchange into ``moderation.requests``, named like it: producers may
+    publish through it or through the default exchange, but RabbitMQ's write permission
+    on the default exchange covers every queue, so a producer kept to its own rights
+    gets write on this exchange only."""
+    return Exchange(settings.requests_queue, type="direct", durable=True)
+
+
 def deferred_queue(settings: Settings) -> Queue:
     """Requests that need the LLM while this worker's LLM stage is full: consumed at the
     LLM's pace, so its depth is the back-pressure signal (KEDA scales on it too)."""
@@ -92,5 +100,9 @@ def declare_all(channel: Channel | Connection, settings: Settings) -> None:
     unrouted(channel).declare()
     verdicts_exchange(settings)(channel).declare()
     dead_queue(settings)(channel).declare()
-    requests_queue(settings)(channel).declare()
+    requests = requests_queue(settings)(channel)
+    requests.declare()
+    exchange = requests_exchange(settings)(channel)
+    exchange.declare()
+    requests.bind_to(exchange, routing_key=settings.requests_queue)
     deferred_queue(settings)(channel).declare()

@@ -32,6 +32,7 @@ class DeadReason(StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     METADATA_TOO_LARGE = "metadata_too_large"
     INVALID_UNICODE = "invalid_unicode"
+    TENANT_NOT_ALLOWED = "tenant_not_allowed"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -51,6 +52,7 @@ class Envelope:
     content_encoding: str | None = None
     redelivered: bool = False
     headers: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None  # the AMQP property, which RabbitMQ checks against the login
 
 
 @dataclass(slots=True)
@@ -116,6 +118,41 @@ def _depth(value: Any, limit: int) -> int:
 
 def validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
     """Return the request or raise InvalidMessage; never anything else."""
+    request = _validate(envelope, settings)
+    if settings.tenant_users is None:
+        return request
+    return bind_tenant(request, envelope.user_id, settings.tenant_users)
+
+
+def bind_tenant(
+    request: ModerationRequest, user_id: str | None, tenant_users: dict[str, list[str]]
+) -> ModerationRequest:
+    """The request with the tenant its broker user may use: the one it names if allowed,
+    else the user's first when it names none. A producer cannot choose another tenant's
+    (laxer) policy: RabbitMQ refuses a ``user_id`` other than the connection's login."""
+    if not user_id:
+        raise InvalidMessage(
+            DeadReason.TENANT_NOT_ALLOWED,
+            "no user_id property: publish with user_id set to your broker user",
+        )
+    allowed = tenant_users.get(user_id)
+    if not allowed:
+        raise InvalidMessage(
+            DeadReason.TENANT_NOT_ALLOWED, f"broker user {user_id!r} may use no tenant"
+        )
+    if request.tenant is None:
+        if allowed[0] == "*":
+            return request
+        return request.model_copy(update={"tenant": allowed[0]})
+    if request.tenant in allowed or "*" in allowed:
+        return request
+    raise InvalidMessage(
+        DeadReason.TENANT_NOT_ALLOWED,
+        f"broker user {user_id!r} may not use tenant {request.tenant!r}",
+    )
+
+
+def _validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
     body = envelope.body
     if len(body) > settings.max_body_bytes:
         raise InvalidMessage(

@@ -67,3 +67,29 @@ def test_errors_never_echo_the_text():
     with pytest.raises(InvalidMessage) as err:
         validate(Envelope(b'{"id": 1, "text": "secret user words"}'), SETTINGS)
     assert "secret" not in str(err.value)
+
+
+BOUND = Settings(tenant_users={"shop-app": ["shop", "shop-eu"], "ops": ["*"]})
+
+
+def _bound(body: bytes, user_id: str | None) -> str | None:
+    return validate(Envelope(body, user_id=user_id), BOUND).tenant
+
+
+def _refused(body: bytes, user_id: str | None) -> str:
+    with pytest.raises(InvalidMessage) as err:
+        validate(Envelope(body, user_id=user_id), BOUND)
+    assert err.value.reason == DeadReason.TENANT_NOT_ALLOWED
+    return err.value.detail
+
+
+def test_a_bound_tenant_comes_from_the_broker_user():
+    assert _bound(b'{"id": "a", "text": "hi", "tenant": "shop-eu"}', "shop-app") == "shop-eu"
+    assert _bound(b'{"id": "a", "text": "hi"}', "shop-app") == "shop"  # its first
+    assert _bound(b'{"id": "a", "text": "hi", "tenant": "forum"}', "ops") == "forum"
+    assert _bound(b'{"id": "a", "text": "hi"}', "ops") is None  # "*": the base policy
+    assert "'forum'" in _refused(b'{"id": "a", "text": "hi", "tenant": "forum"}', "shop-app")
+    assert "no user_id" in _refused(b'{"id": "a", "text": "hi", "tenant": "shop"}', None)
+    assert "'stranger'" in _refused(b'{"id": "a", "text": "hi"}', "stranger")
+    # unbound (the default): the request's tenant is trusted, user or not
+    assert validate(Envelope(b'{"id": "a", "text": "hi", "tenant": "x"}'), SETTINGS).tenant == "x"
