@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any, get_args, get_origin
 
-from pydantic import AliasChoices, AliasPath, Secret, SecretBytes, SecretStr
+from pydantic import Secret, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from worker._settings_files import variables
 from worker.settings import Settings
 
 START = "<!-- settings-table:start -->"
@@ -46,19 +47,7 @@ def settings_table(settings: type[BaseSettings] = Settings) -> str:
 
 def env_names(settings: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
     """The environment variables that set ``field``, in the order they are accepted."""
-    alias = field.validation_alias if field.validation_alias is not None else field.alias
-    if alias is None:
-        variable = f"{settings.model_config.get('env_prefix', '')}{name}"
-        return [variable if settings.model_config.get("case_sensitive") else variable.upper()]
-    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-    names = []
-    for alias_choice in choices:
-        # an AliasPath: a variable holding JSON, read at that path
-        choice = alias_choice.path[0] if isinstance(alias_choice, AliasPath) else alias_choice
-        if not isinstance(choice, str):
-            raise TypeError(f"{name}: cannot name the variable of alias {choice!r}")
-        names.append(choice)
-    return names
+    return variables(settings, name, field)
 
 
 def render_default(field: FieldInfo) -> str:

@@ -99,13 +99,14 @@ ERRORS = Counter("moderation_errors", "Errors by kind", ["kind"])
 INFLIGHT = Gauge("moderation_inflight_messages", "Requests received and not yet acked")
 
 
-def serve(port: int | None) -> None:
-    """Expose /metrics on ``port`` (None or 0: off). A taken port is logged, not fatal."""
+def serve(port: int | None, address: str = "0.0.0.0") -> None:
+    """Expose /metrics on ``address:port`` (port None or 0: off). A taken port is logged,
+    not fatal."""
     if not port:
         return
     try:
-        start_http_server(port)
-        log.info("metrics_serving", port=port)
+        start_http_server(port, addr=address)
+        log.info("metrics_serving", port=port, address=address)
     except OSError as exc:
         log.warning("metrics_port_unavailable", port=port, error=str(exc))
 

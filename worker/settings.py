@@ -6,10 +6,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.models import Action
 
@@ -31,13 +31,34 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
 
 
 class Settings(BaseSettings):
+    """Every setting, from the environment (``MODERATION_*``, the openai SDK's own
+    ``OPENAI_*``), or from the file ``<VARIABLE>_FILE`` names (``worker._settings_files``)."""
+
     model_config = SettingsConfigDict(
         env_prefix="MODERATION_", extra="ignore", populate_by_name=True
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from worker._settings_files import FileVariables
+
+        return (init_settings, env_settings, FileVariables(settings_cls), dotenv_settings)
+
     broker_url: str = Field(
         default="amqp://guest:guest@localhost:5672//",
         description="RabbitMQ connection URL, of the worker and of the client.",
+    )
+    broker_password: SecretStr | None = Field(
+        default=None,
+        description="Password put into every broker URL (for a password mounted as a file: "
+        "`MODERATION_BROKER_PASSWORD_FILE`), so the URL itself holds none.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -247,6 +268,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=9808, description="Port of the Prometheus `/metrics` endpoint; 0 turns it off."
     )
+    metrics_address: str = Field(
+        default="0.0.0.0",
+        description="Address `/metrics` listens on (`127.0.0.1`: this host only).",
+    )
     result_backend: str | None = Field(
         default=None,
         description="Celery result backend (e.g. `redis://localhost:6379/1`): the "
@@ -273,6 +298,15 @@ class Settings(BaseSettings):
         description="Level of the JSON logs (structlog); `DEBUG` adds a line per verdict.",
     )
 
+    @model_validator(mode="after")
+    def _password_into_urls(self) -> Settings:
+        if self.broker_password is not None:
+            password = self.broker_password.get_secret_value()
+            self.broker_url = ";".join(
+                with_password(url, password) for url in self.broker_url.split(";") if url
+            )
+        return self
+
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _empty_is_off(cls, value: Any) -> Any:
@@ -292,6 +326,19 @@ class Settings(BaseSettings):
             self.openai_base_url
         ).hostname in ("api.openai.com",)
         return DEFAULT_PRICES.get(model) if openai_endpoint else None
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its password (percent-encoded), its user kept."""
+    parts = urlsplit(url.strip())
+    user = parts.username or "guest"
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{quote(unquote(user), safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 @lru_cache(maxsize=1)

@@ -67,7 +67,8 @@ class Metrics(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         if not self.serving:
-            metrics.serve(settings_of(c).metrics_port)
+            settings = settings_of(c)
+            metrics.serve(settings.metrics_port, settings.metrics_address)
             self.serving = True
 
 
