@@ -30,8 +30,11 @@ _UNREAD_BACKLOG = 64 * 1024  # bytes delivered and unread: dozens of requests
 class QueueDepth:
     """Polls ``queue``'s ready count every ``interval`` s in a daemon thread."""
 
-    def __init__(self, broker_url: str, queue: str, interval: float = 1.0) -> None:
+    def __init__(
+        self, broker_url: str, queue: str, interval: float = 1.0, ssl: dict | bool = False
+    ) -> None:
         self.broker_url = broker_url
+        self.ssl = ssl  # kombu's option (``worker._tls.broker_ssl``), copied per connection
         self.queue = queue
         self.interval = interval
         # the last two looks, (ready messages in the queue, unread bytes in the consumer's
@@ -66,7 +69,10 @@ class QueueDepth:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with Connection(self.broker_url, heartbeat=0, connect_timeout=5) as connection:
+                ssl = dict(self.ssl) if isinstance(self.ssl, dict) else self.ssl
+                with Connection(
+                    self.broker_url, heartbeat=0, connect_timeout=5, ssl=ssl
+                ) as connection:
                     channel = connection.channel()
                     while not self._stop.is_set():
                         _, ready, _ = channel.queue_declare(self.queue, passive=True)

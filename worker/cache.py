@@ -45,7 +45,13 @@ def cache_key(model: str, prompt_version: str, canonical_text: str, context: str
 class ScoreCache:
     """In-process LRU in front of an optional Redis shared by every pod."""
 
-    def __init__(self, size: int, redis_url: str | None = None, ttl_s: int = 7 * 86400) -> None:
+    def __init__(
+        self,
+        size: int,
+        redis_url: str | None = None,
+        ttl_s: int = 7 * 86400,
+        redis_options: dict[str, Any] | None = None,
+    ) -> None:
         # entries as plain tuples of floats and a str, which the garbage collector stops
         # tracking: 100k dataclass instances would lengthen every full collection
         self._lru: LRUCache[str, tuple[tuple[float, ...], str]] = LRUCache(maxsize=max(size, 1))
@@ -56,7 +62,10 @@ class ScoreCache:
             import redis
 
             self._redis = redis.Redis.from_url(
-                redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+                redis_url,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                **(redis_options or {}),  # TLS: worker._tls.redis_ssl
             )
 
     def get_local(self, key: str) -> CachedScores | None:

@@ -15,6 +15,7 @@ import celery.worker.consumer
 from celery import Celery, Task, signals
 
 from worker._logging import configure
+from worker._tls import broker_ssl, redis_ssl
 from worker.settings import Settings, get_settings
 from worker.steps import STEPS
 from worker.tasks import NAME, QUEUE, register
@@ -62,6 +63,8 @@ def install(app: Celery, settings: Settings) -> Task:
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_use_ssl=broker_ssl(settings),
+        redis_backend_use_ssl=redis_ssl(settings, settings.result_backend) or None,
     )
     for step in STEPS:
         app.steps["consumer"].add(step)

@@ -22,6 +22,7 @@ from typing import Any
 from kombu import Connection, Exchange, Producer, Queue
 
 from worker import topology
+from worker._tls import broker_ssl
 from worker.models import ModerationRequest, Verdict
 from worker.settings import Settings
 
@@ -61,9 +62,11 @@ class Subscription:
 class ModerationClient:
     def __init__(self, broker_url: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        url = broker_url or self.settings.broker_url
         self._connection = Connection(
-            broker_url or self.settings.broker_url,
+            url,
             transport_options={"confirm_publish": True},
+            ssl=broker_ssl(self.settings, url),
         )
         with self._connection.channel() as channel:
             topology.declare_all(channel, self.settings)

@@ -23,6 +23,7 @@ from worker._batch_result import BatchResult, ItemUsage
 from worker._costs import TokenShares, cost_usd
 from worker._hooks import NO_HOOKS, Hooks
 from worker._prompt import truncate
+from worker._tls import redis_ssl
 from worker._verdicts import Emit, Outcome, Pending, VerdictBuilder
 from worker.cache import CachedScores, ScoreCache, cache_key
 from worker.language import LanguageDetector, LazyLanguage
@@ -286,6 +287,11 @@ def build_pipeline(settings: Settings, hooks: Hooks | None = None) -> Pipeline:
         settings,
         PolicyStore(settings.policy, settings.policy_reload_s),
         classifier,
-        ScoreCache(settings.cache_size, settings.redis_url, settings.cache_ttl_s),
+        ScoreCache(
+            settings.cache_size,
+            settings.redis_url,
+            settings.cache_ttl_s,
+            redis_ssl(settings, settings.redis_url),
+        ),
         hooks,
     )

@@ -26,6 +26,7 @@ from kombu import Connection
 from worker import topology
 from worker._confirms import ConfirmTracker
 from worker._kombu_compat import connection_socket, on_confirms
+from worker._tls import broker_ssl
 from worker.models import CATEGORIES, Verdict
 from worker.settings import Settings
 from worker.validate import DeadLetter
@@ -135,7 +136,9 @@ class Publisher:
         delay = 0.2
         while True:
             try:
-                connection = Connection(self.settings.broker_url, heartbeat=0)
+                connection = Connection(
+                    self.settings.broker_url, heartbeat=0, ssl=broker_ssl(self.settings)
+                )
                 connection.ensure_connection(max_retries=1)
                 channel = connection.channel()
                 topology.declare_all(channel, self.settings)

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
         description="Password put into every broker URL (for a password mounted as a file: "
         "`MODERATION_BROKER_PASSWORD_FILE`), so the URL itself holds none.",
     )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) that `amqps://` and `rediss://` servers are "
+        "verified against; unset: the system's. Certificates are always verified.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS to the broker and Redis."
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of `MODERATION_TLS_CERT_FILE`."
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL of a score cache shared across pods; unset: each process "

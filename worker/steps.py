@@ -29,6 +29,7 @@ from worker import metrics, topology
 from worker._backlog import QueueDepth
 from worker._intake import Intake
 from worker._kombu_compat import connection_socket, raw_deliveries, worker_shutting_down
+from worker._tls import broker_ssl
 from worker.pipeline import build_pipeline
 from worker.publish import Publisher
 from worker.settings import Settings, settings_of_app
@@ -81,7 +82,11 @@ class Moderation(bootsteps.ConsumerStep):
         super().__init__(c, **kwargs)
         self.settings = settings_of(c)
         self.pipeline = build_pipeline(self.settings)
-        self.depth = QueueDepth(self.settings.broker_url, self.settings.requests_queue)
+        self.depth = QueueDepth(
+            self.settings.broker_url,
+            self.settings.requests_queue,
+            ssl=broker_ssl(self.settings),
+        )
         self.intake: Intake | None = None
         c.moderation = None  # the Intake once consuming: worker.tasks hands requests to it
 

@@ -50,10 +50,14 @@ class Node:
 
 class RabbitCluster:
     """``size`` nodes on ports ``base_port + 1 ...``; a context manager that starts and
-    joins them, and stops and deletes them afterwards."""
+    joins them, and kills them afterwards. ``size=1``: a broker of one's own, for a
+    configuration the machine's broker does not have (a TLS listener)."""
 
-    def __init__(self, base: Path, size: int = 3, base_port: int = 5680) -> None:
+    def __init__(
+        self, base: Path, size: int = 3, base_port: int = 5680, extra_config: str = ""
+    ) -> None:
         self.base = base
+        self.extra_config = extra_config  # rabbitmq.conf lines for every node (TLS, ...)
         self.nodes = [Node(i, base_port + i) for i in range(1, size + 1)]
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -96,7 +100,7 @@ class RabbitCluster:
                 "loopback_users = none\n"
                 # a killed peer is noticed by its dropped links at once; this is the
                 # fallback for one that hangs
-                "cluster_partition_handling = pause_minority\n"
+                "cluster_partition_handling = pause_minority\n" + self.extra_config
             )
             (folder / "enabled_plugins").write_text("[].\n")
             (folder / "rabbitmq-env.conf").write_text("")
