@@ -18,8 +18,10 @@ from worker._endpoint import CallTiming, EndpointModel
 from worker._hooks import Hooks
 from worker._limiter import AdaptiveLimit, Signal
 from worker._prompt import SYSTEM_PROMPT
+from worker._rate_budget import RateBudget
 from worker._reply import ReplyError
 from worker._server_kind import detect
+from worker._tls import redis_ssl
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.classify")
@@ -57,9 +59,13 @@ class EndpointCaller:
             name="llm",
         )
         self.call_seconds: deque[float] = deque(maxlen=100_000)  # answered calls
+        self.budget = _budget(settings)
+
+    def max_tokens(self, items: int) -> int:
+        return min(self.endpoint.max_tokens(items), self.settings.llm_max_output_tokens)
 
     def limits(self, items: int, deadline: Deadline) -> _llm_call.CallLimits:
-        max_tokens = min(self.endpoint.max_tokens(items), self.settings.llm_max_output_tokens)
+        max_tokens = self.max_tokens(items)
         ceiling = max(0.5, min(self.settings.llm_timeout_s, deadline.left()))
         return _llm_call.CallLimits(
             max_tokens=max_tokens,
@@ -76,15 +82,21 @@ class EndpointCaller:
         result: BatchResult,
     ) -> _llm_call.CallOutcome:
         """One HTTP request, inside a call slot and the breaker."""
+        chars = [len(text) + len(context or "") + 8 for text, context in batch]
+        shared = len(SYSTEM_PROMPT) / len(batch)
+        prompt = [self.endpoint.item_prompt_tokens(own, shared) for own in chars]
         asked = time.monotonic()
+        # the account's budget first (what the endpoint counts: the prompt and the
+        # completion asked for), then a call slot; neither wait counts against the deadline
+        wanted = int(sum(prompt)) + self.max_tokens(len(batch))
+        if not self.budget.acquire(wanted, timeout=_QUEUE_WAIT * deadline.seconds):
+            raise NoCapacity
         if not self.limit.acquire(timeout=_QUEUE_WAIT * deadline.seconds):
             raise NoCapacity
         deadline.waited(time.monotonic() - asked)
-        chars = [len(text) + len(context or "") + 8 for text, context in batch]
-        shared = len(SYSTEM_PROMPT) / len(batch)
-        for index, own in zip(job.indices, chars, strict=True):
+        for index, tokens in zip(job.indices, prompt, strict=True):
             share = result.items[index]
-            share.prompt_tokens += self.endpoint.item_prompt_tokens(own, shared)
+            share.prompt_tokens += tokens
             share.calls += 1 / len(batch)
         signal = Signal.NEUTRAL
         kind = "error"
@@ -95,6 +107,7 @@ class EndpointCaller:
                 outcome = _llm_call.call(
                     self.client, self.model, batch, limits, self.settings.llm_stream, place
                 )
+            self.budget.observe(outcome.rate_headers)
             result.usage.add(outcome.usage)
             result.usage.call_seconds.append(outcome.duration_s)
             self.call_seconds.append(outcome.duration_s)
@@ -117,6 +130,7 @@ class EndpointCaller:
             return outcome
         except openai.APIStatusError as exc:
             kind = status_kind(exc)
+            self.budget.observe(_llm_call.rate_headers(exc.response))
             if exc.status_code == 429 or exc.status_code >= 500:
                 signal = Signal.OVERLOAD
             log.warning(
@@ -168,3 +182,27 @@ class EndpointCaller:
         if isinstance(exc, openai.APITimeoutError):
             return not self.limit.at_minimum  # fewer calls first; a breaker trip last
         return isinstance(exc, openai.APIStatusError) and _llm_call.is_context_error(exc)
+
+
+def _budget(settings: Settings) -> RateBudget:
+    """The account's budget: shared through Redis when there is one and limits are set."""
+    shared = None
+    if settings.redis_url and (settings.llm_rpm or settings.llm_tpm):
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        shared = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),  # a failure falls back at once (_rate_budget)
+            **redis_ssl(settings, settings.redis_url),
+        )
+    return RateBudget(
+        settings.llm_rpm,
+        settings.llm_tpm,
+        redis=shared,
+        key=f"mod:rate:{settings.model}",
+        share=settings.llm_budget_share,
+    )

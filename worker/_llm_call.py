@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -41,6 +41,7 @@ class CallOutcome:
     refused: bool = False
     timed_out: bool = False  # the stream did not finish within the call's time-out
     content: str = ""
+    rate_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
 
     @property
     def cut_off(self) -> bool:
@@ -99,7 +100,9 @@ def call(
         timeout=openai.Timeout(limits.timeout_s, connect=min(5.0, limits.timeout_s)),
     )
     body = _json_object(response.content)
-    outcome = CallOutcome(reader, time.monotonic() - started, usage=_usage(body))
+    outcome = CallOutcome(
+        reader, time.monotonic() - started, usage=_usage(body), rate_headers=rate_headers(response)
+    )
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ReplyError("reply has no choices")
@@ -117,6 +120,12 @@ def call(
             on_entries(entries, outcome.usage)
     reader.finish()
     return outcome
+
+
+def rate_headers(response: Any) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of a response (``worker._rate_budget``)."""
+    headers = getattr(response, "headers", None) or {}
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
 
 
 def _post(client: openai.OpenAI, body: bytes, stream: bool, timeout: openai.Timeout) -> Any:
@@ -147,6 +156,7 @@ def _streamed(
         limits.first_token_s, connect=min(5.0, limits.first_token_s), pool=limits.timeout_s
     )
     response = _post(client, body, stream=True, timeout=timeout)
+    outcome.rate_headers = rate_headers(response)
     try:
         for data in _events(response.iter_bytes()):
             if data == b"[DONE]":

@@ -154,6 +154,24 @@ class Settings(BaseSettings):
         default=15.0,
         description="Seconds an open circuit breaker waits before it lets a trial call through.",
     )
+    llm_rpm: float | None = Field(
+        default=None,
+        description="Requests per minute the LLM account allows (OpenAI's RPM): calls wait "
+        "for it instead of meeting 429s; unset: learnt from the endpoint's "
+        "`x-ratelimit-*` headers. Shared by all pods through `MODERATION_REDIS_URL`.",
+    )
+    llm_tpm: float | None = Field(
+        default=None,
+        description="Tokens per minute the account allows (TPM; a call counts its prompt "
+        "and the completion it asks for); unset: learnt from the headers.",
+    )
+    llm_budget_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of RPM/TPM one process uses when the shared budget in Redis is "
+        "unreachable (e.g. 0.25 for 4 worker processes in all).",
+    )
     prices: dict[str, tuple[float, float, float]] | None = Field(
         default=None,
         description='JSON `{"model": [input, cached_input, output]}`, USD per 1M tokens; '

@@ -126,6 +126,8 @@ def admit(
         model = str(request.get("model") or "fake")
         headers, limited = state.limiter.take(state.rpm, state.tpm, prompt + (cap or 0), model)
         if limited is not None:
+            with state.lock:
+                state.by_fault["rate_limit"] = state.by_fault.get("rate_limit", 0) + 1
             conn.send(429, limited, headers)
             return None
     return prompt, headers
