@@ -5,7 +5,8 @@ OpenAI does, with x-ratelimit-* headers and 429s); the worker is told the same
 (``MODERATION_LLM_TPM``). 400 messages at once are about twice what the budget allows in
 a minute: the calls wait for budget instead of failing, the backlog waits in the broker
 (the worker holds at most its prefetch windows, in ``moderation.requests`` and
-``moderation.deferred``), and every message is decided by the model. Prints one ``RATE_BUDGET`` line.
+``moderation.deferred``), and every message is decided by the model. Prints one
+``RATE_BUDGET`` line.
 """
 
 from __future__ import annotations
