@@ -82,6 +82,7 @@ class RabbitCluster:
             RABBITMQ_LOG_BASE=str(folder / "log"),
             RABBITMQ_PID_FILE=str(folder / "pid"),
             ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_CRASH_DUMP=str(folder / "erl_crash.dump"),  # not in the caller's directory
             ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
         return env
