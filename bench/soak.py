@@ -1,6 +1,6 @@
 """Soak: the worker at a steady rate for a long time, with LLM faults, watched per window.
 
-    python bench/soak.py [--minutes 20] [--rate 500] [--fault-rate 0.01] [--workers 2]
+    python bench/soak.py [--minutes 20] [--rate 400] [--fault-rate 0.01] [--workers 2]
 
 What leaks or drifts only shows over time: worker memory, Redis keys (the shared score
 cache, whose entries expire after ``--cache-ttl-s``), latency. The harness is
@@ -54,13 +54,16 @@ FAULTS = ("429", "500", "malformed", "truncated")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0)
-    p.add_argument("--rate", type=float, default=500.0, help="msg/s (half the closed loop)")
+    p.add_argument("--rate", type=float, default=400.0, help="msg/s (half the closed loop)")
     p.add_argument("--window-s", type=float, default=60.0)
     p.add_argument("--warmup-windows", type=int, default=2)
     p.add_argument("--fault-rate", type=float, default=0.01, help="share of LLM calls")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="flushed at start")
     p.add_argument("--cache-ttl-s", type=int, default=300)
+    p.add_argument(
+        "--worker-env", action="append", default=[], metavar="K=V", help="extra worker setting"
+    )
     args = p.parse_args(argv)
 
     print(f"machine speed: {_proc.python_speed():.1f} ns per loop", flush=True)
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         llm_proc, llm_url = start_fake_llm(["--timing", "real"], tmp)
         fake_control(llm_url, rates={f: args.fault_rate / len(FAULTS) for f in FAULTS})
         env = {"MODERATION_REDIS_URL": args.redis, "MODERATION_CACHE_TTL_S": str(args.cache_ttl_s)}
+        env.update(kv.split("=", 1) for kv in args.worker_env)
         launcher, workers = start_workers(args.workers, broker_url, llm_url, tmp, env)
         watch = Watch({"workers": [w.pid for w in workers], "fake_llm": [llm_proc.pid]})
         print(

@@ -86,3 +86,22 @@ def test_above_the_budget_calls_wait_for_it_instead_of_meeting_429s(
     assert took > 30, "the budget was not the limit: the test asks too little of it"
     # the backlog waited in the broker: the worker held at most its prefetch windows
     assert max(inflight) <= 100 + 20 + 1, "the worker held more than its prefetch windows"
+
+
+def test_below_the_budget_nothing_waits_and_nothing_is_refused(
+    start_worker, client: ModerationClient, llm: FakeLLM
+):
+    """The same limits, 100 times the budget: the budget is there and costs nothing."""
+    llm.state.control({"timing": "real", "ttft_ms": 50, "token_ms": 1, "tpm": TPM * 100})
+    start_worker(MODERATION_LLM_TPM=str(TPM * 100))
+    started = time.monotonic()
+    with client.subscribe("#") as verdicts:
+        for n in range(200):
+            client.publish({"id": f"ok{n}", "text": f"an ordinary message, number {n} of a few"})
+        got = {v.id: v for v in verdicts.drain(200, timeout=60)}
+    took = time.monotonic() - started
+    stats = llm.state.stats()
+    print(f"\nRATE_BUDGET below: 200 messages in {took:.1f} s, {stats['requests']} calls")
+    assert {v.source.value for v in got.values()} == {"llm"} and len(got) == 200
+    assert stats["by_fault"].get("rate_limit", 0) == 0
+    assert took < 30, "calls waited although the budget had room"
