@@ -11,6 +11,9 @@ fallbacks and losses, each worker's RSS and the Redis keys. The summary compares
 last window with the first after warm-up (``--warmup-windows``): RSS growth, Redis keys
 against the TTL's bound (rate x TTL), p99 spread.
 
+The workers run with ``MALLOC_ARENA_MAX=2``, as the image runs them (``--worker-env
+MALLOC_ARENA_MAX=16`` for glibc's default on 2 cores, 8 per core, whose arenas creep).
+
 Faults: ``--fault-rate`` of the LLM calls fail, spread over 429, 500, malformed and
 truncated replies (the simulator's), which the worker retries or re-asks.
 
@@ -86,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             topology.declare_all(conn.default_channel, Settings(broker_url=broker_url))
         llm_proc, llm_url = start_fake_llm(["--timing", "real"], tmp)
         fake_control(llm_url, rates={f: args.fault_rate / len(FAULTS) for f in FAULTS})
-        env = {"MODERATION_REDIS_URL": args.redis, "MODERATION_CACHE_TTL_S": str(args.cache_ttl_s)}
+        env = {
+            "MODERATION_REDIS_URL": args.redis,
+            "MODERATION_CACHE_TTL_S": str(args.cache_ttl_s),
+            "MALLOC_ARENA_MAX": "2",  # as the image runs them (docker/Dockerfile)
+        }
         env.update(kv.split("=", 1) for kv in args.worker_env)
         launcher, workers = start_workers(args.workers, broker_url, llm_url, tmp, env)
         watch = Watch({"workers": [w.pid for w in workers], "fake_llm": [llm_proc.pid]})
