@@ -21,25 +21,21 @@ def broker_ssl(settings: Settings, url: str | None = None) -> dict[str, Any] | b
     urls = (url or settings.broker_url).split(";")
     if not any(u.strip().lower().startswith("amqps://") for u in urls):
         return False
-    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
-    if settings.tls_ca_file is not None:
-        options["ca_certs"] = str(settings.tls_ca_file)
-    if settings.tls_cert_file is not None:
-        options["certfile"] = str(settings.tls_cert_file)
-        if settings.tls_key_file is not None:
-            options["keyfile"] = str(settings.tls_key_file)
-    return options
+    files = _files(settings, ca="ca_certs", cert="certfile", key="keyfile")
+    return {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None, **files}
 
 
 def redis_ssl(settings: Settings, url: str | None) -> dict[str, Any]:
     """redis-py's keyword arguments for ``url`` (nothing for ``redis://``)."""
     if not url or not url.lower().startswith("rediss://"):
         return {}
-    options: dict[str, Any] = {"ssl_cert_reqs": "required"}
-    if settings.tls_ca_file is not None:
-        options["ssl_ca_certs"] = str(settings.tls_ca_file)
+    files = _files(settings, ca="ssl_ca_certs", cert="ssl_certfile", key="ssl_keyfile")
+    return {"ssl_cert_reqs": "required", **files}
+
+
+def _files(settings: Settings, ca: str, cert: str, key: str) -> dict[str, str]:
+    """The CA, client certificate and key files that are set, under the client's names."""
+    named = {ca: settings.tls_ca_file, cert: settings.tls_cert_file}
     if settings.tls_cert_file is not None:
-        options["ssl_certfile"] = str(settings.tls_cert_file)
-        if settings.tls_key_file is not None:
-            options["ssl_keyfile"] = str(settings.tls_key_file)
-    return options
+        named[key] = settings.tls_key_file
+    return {name: str(path) for name, path in named.items() if path is not None}
