@@ -19,7 +19,7 @@ from pydantic import Secret, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from worker._settings_files import variables
+from worker._settings_files import variables as env_names
 from worker.settings import Settings
 
 START = "<!-- settings-table:start -->"
@@ -43,11 +43,6 @@ def settings_table(settings: type[BaseSettings] = Settings) -> str:
             f"{_cell(field.description or '')} |"
         )
     return "\n".join(rows) + "\n"
-
-
-def env_names(settings: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
-    """The environment variables that set ``field``, in the order they are accepted."""
-    return variables(settings, name, field)
 
 
 def render_default(field: FieldInfo) -> str:
