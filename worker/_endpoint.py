@@ -94,15 +94,19 @@ class EndpointModel:
             return
         with self._lock:
             self.calls += 1
+            first = self.calls == 1
             tokens = max(timing.completion_tokens, 1)
             if timing.ttft_s is not None and tokens > 1:
                 ttft = timing.ttft_s
                 per_token = (timing.duration_s - ttft) / (tokens - 1)
-                self.token_s = _ewma(self.token_s, _clamp(per_token, 0.0005, 2.0))
+                per_token = _clamp(per_token, 0.0005, 2.0)
+                self.token_s = per_token if first else _ewma(self.token_s, per_token)
             else:  # not streamed: what the tokens do not explain is the first-token time
                 ttft = timing.duration_s - tokens * self.token_s
             ttft = _clamp(ttft, 0.0, 120.0)
-            self.ttft_s = _ewma(self.ttft_s, ttft)
+            # the first answer replaces the guesses (gpt-4o-mini's): averaged in, a
+            # guess 3x too fast would still size the batches after the first calls
+            self.ttft_s = ttft if first else _ewma(self.ttft_s, ttft)
             usual_size = timing.items <= 2 * self._prefill.mean_x + 2
             self._prefill.add(timing.items, ttft)
             # what does not grow with the items (network, queueing), smoothed, and the

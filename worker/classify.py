@@ -12,6 +12,7 @@ latency budget and the endpoint's observed speed (``worker._endpoint``).
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from collections.abc import Callable
@@ -50,7 +51,9 @@ OnScores = Callable[[list[tuple[int, Scores, ItemUsage]]], None]
 __all__ = ["BatchResult", "CallUsage", "Classifier", "ItemUsage", "ReplyError"]
 
 
-_FIRST_BATCHES = 4  # items per call until the endpoint's speed is known
+# items per call until the endpoint's speed is known, in turn: sizes that differ, so
+# the first calls show how the first token grows with the items (a CPU server's prefill)
+_FIRST_BATCHES = (2, 6)
 
 
 class Classifier:
@@ -71,6 +74,7 @@ class Classifier:
         self.call_seconds = self.caller.call_seconds  # answered calls, for eval
         # the model's context in tokens: set, or learned from a 400 that says it
         self._context_tokens: int | None = settings.llm_context_tokens
+        self._first_batches = itertools.cycle(_FIRST_BATCHES)
 
     # -- planning ---------------------------------------------------------------------
 
@@ -81,7 +85,7 @@ class Classifier:
             self.settings.llm_latency_budget_ms / 1000, max(self.settings.batch_size, 1)
         )
         if not self.endpoint.known:
-            size = min(size, _FIRST_BATCHES)
+            size = min(size, next(self._first_batches))
         self.hooks.batch_target(size)
         return size
 

@@ -118,7 +118,11 @@ def test_a_worker_at_its_defaults_lets_the_local_model_decide(
         assert all(0.0 <= s <= 1.0 for s in verdict.category_scores.values())
         assert verdict.model == "gemma3" and verdict.cost_usd == 0.0  # not priced as OpenAI
     assert '"kind": "llamacpp"' in log and '"slots": 4' in log
-    assert "APITimeoutError" not in log
+    # the first calls size themselves to the server's speed (prefill included): a
+    # time-out or two may still come on a machine much slower than usual, and the
+    # worker recovers from them, but a run of them means the batches are mis-sized
+    timeouts = log.count('"error": "APITimeoutError"')
+    assert timeouts <= 1, [line for line in log.splitlines() if '"event": "llm_' in line]
 
 
 def test_a_batch_over_the_servers_context_is_split_not_failed(llama: str, tmp_path: Path) -> None:

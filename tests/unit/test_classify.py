@@ -182,6 +182,41 @@ def test_a_slow_endpoint_gets_smaller_batches(fake_llm):
     assert fast > 2 * slow and slow <= 12, (fast, slow)
 
 
+def test_a_server_whose_prefill_dominates_gets_batches_its_prefill_allows(fake_llm):
+    """A CPU server: the first token waits for the prompt (2 s per 1,000 tokens), so
+    each item's ~70 prompt tokens cost more than its output. The first answer replaces
+    the gpt-4o-mini guesses and the first calls, of sizes that differ, show the slope;
+    no call is then sized as if only output tokens grew with the items (that sizing
+    sent 14 items, 2.5 s, against this budget of 1.5 s)."""
+    fake_llm.state.control(
+        {
+            "timing": "real",
+            "ttft_ms": 50,
+            "ttft_sigma": 0.0,
+            "token_ms": 5,
+            "prefill_ms_per_1k": 2000,
+        }
+    )
+    classifier = make_classifier(
+        fake_llm,
+        llm_latency_budget_ms=1500,
+        batch_size=64,
+        llm_timeout_s=20.0,
+        llm_deadline_s=20.0,
+    )
+    text = "a sentence of some length that a user wrote about the weather " * 4
+    calls = []
+    for call in range(8):
+        size = classifier.batch_size()
+        started = time.monotonic()
+        result = classifier.classify([(f"{call} {n} {text}", None) for n in range(size)])
+        calls.append((size, round(time.monotonic() - started, 2)))
+        assert all(s is not None for s in result.scores)
+    assert classifier.endpoint.known
+    assert max(took for _, took in calls) < 2.0, calls
+    assert calls[-1][0] >= 2, calls  # and not shrunk to nothing either
+
+
 def test_a_saturated_endpoint_gets_fewer_calls_not_a_breaker_trip(fake_llm):
     """One slot at the server, a dozen callers: requests queue there, the first token
     comes late, the call limit comes down, and every item is still answered."""
