@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 from cachetools import LRUCache
 
+from worker._outage import Outage
+
 log = structlog.get_logger("worker.cache")
 
 
@@ -51,6 +53,7 @@ class ScoreCache:
         redis_url: str | None = None,
         ttl_s: int = 7 * 86400,
         redis_options: dict[str, Any] | None = None,
+        redis_retry_s: float = 5.0,
     ) -> None:
         # entries as plain tuples of floats and a str, which the garbage collector stops
         # tracking: 100k dataclass instances would lengthen every full collection
@@ -58,6 +61,7 @@ class ScoreCache:
         self._lock = threading.Lock()
         self._ttl_s = ttl_s
         self._redis: Any = None
+        self._outage = Outage("score cache", redis_retry_s)  # after a failure
         if redis_url:
             import redis
 
@@ -84,12 +88,13 @@ class ScoreCache:
                     missing.append(key)
                 else:
                     found[key] = CachedScores(*entry)
-        if missing and self._redis is not None:
+        if missing and self._redis is not None and self._outage.may_ask():
             try:
                 values = self._redis.mget([f"mod:s:{k}" for k in missing])
             except Exception as exc:  # a cache outage must not stop moderation
-                log.warning("redis_get_failed", error=type(exc).__name__)
+                self._outage.failed(exc)
                 return found
+            self._outage.ok()
             with self._lock:
                 for key, raw in zip(missing, values, strict=True):
                     if raw is not None:
@@ -103,11 +108,11 @@ class ScoreCache:
             return
         with self._lock:
             self._lru.update((key, (v.scores, v.model)) for key, v in entries.items())
-        if self._redis is not None:
+        if self._redis is not None and self._outage.may_ask():
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 for key, value in entries.items():
                     pipe.set(f"mod:s:{key}", value.dumps(), ex=self._ttl_s)
                 pipe.execute()
             except Exception as exc:
-                log.warning("redis_put_failed", error=type(exc).__name__)
+                self._outage.failed(exc)
