@@ -17,6 +17,7 @@ STAGES = [
     "worker.normalise",
     "worker.language",
     "worker.validate",
+    "worker.signals",
     "worker.rules",
     "worker.policy",
     "worker.cache",
