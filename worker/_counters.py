@@ -8,9 +8,10 @@ Per tenant, three kinds of key, each a sorted set scored by the server's clock (
   normalised text, scored by their latest copy, for a copy-paste wave;
 - ``<prefix>:<tenant>:v:<author>``: one member per violation the author was given.
 
-Each set keeps at most ``cap`` members (the newest; a count at the cap means "at least")
-and expires one window after its last write, so memory is bounded by the authors and
-texts active within the windows, ``cap`` members each. A batch is one EVALSHA, however
+Counts are ZCOUNTs from a window's start, so members older than it need no removal:
+each set keeps at most ``cap`` members (the newest; a count at the cap means "at
+least") and expires one window after its last write, so memory is bounded by the
+authors and texts active within the windows, ``cap`` members each. A batch is one EVALSHA, however
 many messages it holds: the round trip is per batch, not per message.
 """
 
@@ -44,17 +45,15 @@ for i = 1, #KEYS / 3 do
   else
     local ak, dk, vk = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
     if longest > 0 then
-      redis.call('ZREMRANGEBYSCORE', ak, '-inf', now - longest)
       redis.call('ZADD', ak, now, member)
-      redis.call('ZREMRANGEBYRANK', ak, 0, -cap - 1)
+      if redis.call('ZCARD', ak) > cap then redis.call('ZREMRANGEBYRANK', ak, 0, -cap - 1) end
       redis.call('PEXPIRE', ak, longest)
     end
     if dup_ms > 0 then
-      redis.call('ZREMRANGEBYSCORE', dk, '-inf', now - dup_ms)
       redis.call('ZADD', dk, now, author)
-      redis.call('ZREMRANGEBYRANK', dk, 0, -cap - 1)
+      if redis.call('ZCARD', dk) > cap then redis.call('ZREMRANGEBYRANK', dk, 0, -cap - 1) end
       redis.call('PEXPIRE', dk, dup_ms)
-      row[1] = redis.call('ZCARD', dk)
+      row[1] = redis.call('ZCOUNT', dk, now - dup_ms, '+inf')
     else
       row[1] = -1
     end
@@ -74,9 +73,10 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local cap, history_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - history_ms)
   redis.call('ZADD', KEYS[i], now, ARGV[2 + i])
-  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -cap - 1)
+  if redis.call('ZCARD', KEYS[i]) > cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -cap - 1)
+  end
   redis.call('PEXPIRE', KEYS[i], history_ms)
 end
 return #KEYS
