@@ -1,4 +1,5 @@
-"""Shared fixtures: a private RabbitMQ vhost, the simulated LLM, real worker processes."""
+"""Shared fixtures: a private RabbitMQ vhost, the simulated LLM, real worker processes,
+the machine's Redis."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +143,17 @@ def start_worker(
 def pytest_report_header() -> list[str]:
     found = "found" if DATASET.exists() else "MISSING"
     return [f"rabbitmq: {RABBIT}; dataset: {DATASET} ({found})"]
+
+
+@pytest.fixture
+def local_redis() -> Iterator[Any]:
+    """A client of the Redis on the machine (127.0.0.1:6379); skips where there is none."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
+    yield client
+    client.close()

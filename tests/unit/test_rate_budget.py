@@ -44,23 +44,13 @@ def test_the_endpoints_headers_teach_and_correct_the_budget():
     assert budget._try(1) > 0
 
 
-@pytest.fixture
-def shared() -> redis.Redis:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
-    return client
-
-
-def test_pods_share_one_budget_through_redis(shared):
+def test_pods_share_one_budget_through_redis(local_redis):
     key = f"test:rate:{uuid.uuid4().hex[:8]}"
-    pods = [RateBudget(rpm=30, tpm=None, redis=shared, key=key) for _ in range(3)]
+    pods = [RateBudget(rpm=30, tpm=None, redis=local_redis, key=key) for _ in range(3)]
     taken = sum(pod.acquire(1, timeout=0) for _ in range(20) for pod in pods)
     assert taken == 30  # not 3 x 30
-    assert shared.pttl(f"{key}:requests") > 0  # bounded in time: keys expire
-    shared.delete(f"{key}:requests", f"{key}:tokens")
+    assert local_redis.pttl(f"{key}:requests") > 0  # bounded in time: keys expire
+    local_redis.delete(f"{key}:requests", f"{key}:tokens")
 
 
 def test_without_redis_each_process_takes_its_share():

@@ -16,30 +16,19 @@ from worker.signals import Message, SignalCounter, Windows
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(client: redis.Redis) -> Iterator[str]:
+def prefix(local_redis: redis.Redis) -> Iterator[str]:
     prefix = f"test:sig:{uuid.uuid4().hex[:8]}"
     yield prefix
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
+    for key in local_redis.scan_iter(f"{prefix}:*"):
+        local_redis.delete(key)
 
 
 def msg(n: int | str, author: str | None, text: str = "hello", tenant: str = "t") -> Message:
     return Message(id=str(n), tenant=tenant, author=author, normalised_text=text)
 
 
-def test_a_flood_from_one_author_is_counted_per_window(client, prefix):
-    counter = SignalCounter(client, Windows(rate_s=(1.0, 10.0)), prefix)
+def test_a_flood_from_one_author_is_counted_per_window(local_redis, prefix):
+    counter = SignalCounter(local_redis, Windows(rate_s=(1.0, 10.0)), prefix)
     signals = counter.observe([msg(n, "alice", f"text {n}") for n in range(12)])
     assert [s.messages[10.0] for s in signals] == list(range(1, 13))  # type: ignore[union-attr]
     (other,) = counter.observe([msg("b1", "bob", "text x")])
@@ -49,15 +38,15 @@ def test_a_flood_from_one_author_is_counted_per_window(client, prefix):
     assert later is not None and later.messages == {1.0: 1, 10.0: 13}
 
 
-def test_a_redelivered_message_counts_once(client, prefix):
-    counter = SignalCounter(client, prefix=prefix)
+def test_a_redelivered_message_counts_once(local_redis, prefix):
+    counter = SignalCounter(local_redis, prefix=prefix)
     counter.observe([msg(1, "alice")])
     (again,) = counter.observe([msg(1, "alice")])
     assert again is not None and again.messages[10.0] == 1
 
 
-def test_a_copy_paste_wave_counts_distinct_authors_of_the_same_text(client, prefix):
-    counter = SignalCounter(client, prefix=prefix)
+def test_a_copy_paste_wave_counts_distinct_authors_of_the_same_text(local_redis, prefix):
+    counter = SignalCounter(local_redis, prefix=prefix)
     wave = counter.observe([msg(n, f"user{n}", "buy cheap followers") for n in range(30)])
     assert wave[-1] is not None and wave[-1].duplicate_authors == 30
     # one author repeating themselves is a flood, not a wave
@@ -68,8 +57,8 @@ def test_a_copy_paste_wave_counts_distinct_authors_of_the_same_text(client, pref
     assert elsewhere is not None and elsewhere.duplicate_authors == 1
 
 
-def test_violations_are_remembered_per_author(client, prefix):
-    counter = SignalCounter(client, prefix=prefix)
+def test_violations_are_remembered_per_author(local_redis, prefix):
+    counter = SignalCounter(local_redis, prefix=prefix)
     for n in range(3):
         assert counter.record_violations([msg(f"v{n}", "mallory")])
     (third,) = counter.observe([msg("next", "mallory", "anything")])
@@ -78,32 +67,32 @@ def test_violations_are_remembered_per_author(client, prefix):
     assert clean is not None and clean.violations == 0
 
 
-def test_a_message_without_an_author_has_no_author_signals(client, prefix):
-    counter = SignalCounter(client, prefix=prefix)
+def test_a_message_without_an_author_has_no_author_signals(local_redis, prefix):
+    counter = SignalCounter(local_redis, prefix=prefix)
     (signals,) = counter.observe([msg(1, None)])
     assert signals is not None
     assert signals.messages == {} and signals.duplicate_authors is None
     assert signals.violations is None
-    assert list(client.scan_iter(f"{prefix}:*")) == []
+    assert list(local_redis.scan_iter(f"{prefix}:*")) == []
 
 
-def test_memory_is_bounded_by_a_cap_per_key_and_expiry(client, prefix):
-    counter = SignalCounter(client, Windows(rate_s=(2.0,), duplicate_s=2.0, cap=50), prefix)
+def test_memory_is_bounded_by_a_cap_per_key_and_expiry(local_redis, prefix):
+    counter = SignalCounter(local_redis, Windows(rate_s=(2.0,), duplicate_s=2.0, cap=50), prefix)
     signals = counter.observe([msg(n, "alice", "same") for n in range(120)])
     assert signals[-1] is not None and signals[-1].messages[2.0] == 50  # at the cap
-    keys = list(client.scan_iter(f"{prefix}:*"))
+    keys = list(local_redis.scan_iter(f"{prefix}:*"))
     assert keys
     for key in keys:
-        assert client.zcard(key) <= 50
-        assert 0 < client.pttl(key) <= 2000
+        assert local_redis.zcard(key) <= 50
+        assert 0 < local_redis.pttl(key) <= 2000
 
 
-def test_a_batch_is_one_round_trip(client, prefix):
-    counter = SignalCounter(client, prefix=prefix)
+def test_a_batch_is_one_round_trip(local_redis, prefix):
+    counter = SignalCounter(local_redis, prefix=prefix)
     counter.observe([msg(0, "warm")])  # loads the script
-    before = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    before = local_redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
     counter.observe([msg(n, f"a{n % 7}", f"t{n % 3}") for n in range(500)])
-    after = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    after = local_redis.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert after - before == 1
 
 
