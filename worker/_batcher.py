@@ -5,12 +5,13 @@ A message that needs the LLM waits in arrival order. A batch of ``size()`` (what
 latency budget allows) starts as soon as that many wait, a smaller one when its oldest
 message has waited ``wait_s()``, or at once while fewer than ``eager_below`` batches run
 (light load waits for nothing); but only while fewer batches run than the endpoint's
-call limit (``slots()``). When more wait than all the slots could take at that size, the messages
-are waiting for a slot anyway: their latency is no longer the call's, so the batches
-grow (up to ``largest``) and the endpoint gets fewer, fuller calls instead of more of
-them. Measured against the free slots instead, a moment's stall of the endpoint (every
-slot busy for a second) made one batch of everything that waited: a call several times
-the budget, for messages that a freed slot would have taken a moment later.
+call limit (``slots()``). When more wait than all the slots could take at that size,
+the messages are waiting for a slot anyway: their latency is no longer the call's, so
+the batches grow (up to ``largest()``: the full batch the endpoint can answer within a
+call's time-out) and the endpoint gets fewer, fuller calls instead of more of them.
+Measured against the free slots instead, a moment's stall of the endpoint (every slot
+busy for a second) made one batch of everything that waited: a call several times the
+budget, for messages that a freed slot would have taken a moment later.
 
 Single-threaded: the worker's event loop calls every method (the pool thread reports a
 finished batch through the loop).
@@ -34,7 +35,7 @@ class Batcher(Generic[T]):
         size: Callable[[], int],
         slots: Callable[[], int],
         wait_s: Callable[[], float],
-        largest: int,
+        largest: Callable[[], int],
         eager_below: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -42,7 +43,7 @@ class Batcher(Generic[T]):
         self._size = size
         self._slots = slots
         self._wait_s = wait_s
-        self.largest = max(largest, 1)
+        self._largest = largest
         self.eager_below = eager_below
         self._clock = clock
         self._waiting: deque[tuple[float, T]] = deque()  # (arrived, item), oldest first
@@ -74,7 +75,8 @@ class Batcher(Generic[T]):
             size = max(self._size(), 1)
             free = slots - self.running
             if len(self._waiting) > slots * size:  # more than every slot takes: grow
-                size = min(self.largest, max(size, math.ceil(len(self._waiting) / free)))
+                largest = max(self._largest(), 1)
+                size = min(largest, max(size, math.ceil(len(self._waiting) / free)))
             if len(self._waiting) < size:
                 due = self._waiting[0][0] + self._wait_s()
                 if self.running >= self.eager_below and self._clock() < due:

@@ -45,6 +45,7 @@ class _Line:
         self.alpha = alpha
         self.slope = slope
         self._moments: list[float] | None = None  # E[x], E[y], E[xx], E[xy]
+        self.fitted = False  # the sizes have varied enough for ``slope`` to be measured
 
     @property
     def mean_x(self) -> float:
@@ -63,6 +64,7 @@ class _Line:
         variance = mxx - mx * mx
         if variance > 0.25:  # the sizes differ enough to tell a slope from noise
             self.slope = max(0.0, (mxy - mx * my) / variance)
+            self.fitted = True
 
 
 class EndpointModel:
@@ -208,6 +210,30 @@ class EndpointModel:
         per_item = max(self._per_item_s(), self._slow_item_s)
         for_items = max(budget_s - self.ttft_s - 4 * self.token_s, budget_s / 4)
         return max(1, min(largest, math.floor(for_items / per_item)))
+
+    def call_s(self, items: int) -> float:
+        """A cautious forecast of a call of ``items``, for calls far larger than those
+        seen (a backlog's full batches). Until the sizes have varied, the whole first
+        token is taken to grow with the items, as a CPU server's prefill does: a
+        guess that a batch of 46 costs what one of 1 did timed out against llama-server."""
+        seen = max(self._prefill.mean_x, 1.0)
+        if self._prefill.fitted:
+            first = max(self.ttft_s, self.ttft_s + self._prefill.slope * (items - seen))
+        else:  # twice the sizes seen is allowed for: sizes then vary, and the slope shows
+            first = self.ttft_s * max(1.0, items / (2 * seen))
+        return first + self.token_s * (4 + items * max(self.tokens_per_item, 0.5))
+
+    def most_items_within(self, seconds: float, largest: int) -> int:
+        """The largest batch (at most ``largest``, at least 1) whose ``call_s`` is within
+        ``seconds``."""
+        low, high = 1, max(largest, 1)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.call_s(mid) <= seconds:
+                low = mid
+            else:
+                high = mid - 1
+        return low
 
     def max_tokens(self, items: int) -> int:
         """The output cap for ``items``: the longest valid reply in this tokenizer."""

@@ -89,7 +89,7 @@ class Intake:
             size=self._batch_size,
             slots=(lambda: int(classifier.limit.limit)) if classifier else (lambda: 1 << 30),
             wait_s=self._batch_wait_s,
-            largest=settings.batch_size,
+            largest=pipeline.backlog_batch_size,
             eager_below=settings.batch_eager_below,
         )
         self.inflight = 0  # received, not settled
@@ -216,8 +216,11 @@ class Intake:
 
     def _batch_size(self) -> int:
         """More than a full batch waits in the queue: its latency is the queue's whatever
-        a call takes, and full batches drain it fastest (``worker._backlog``)."""
-        return self.settings.batch_size if self.backlogged() else self.pipeline.batch_size()
+        a call takes, and full batches drain it fastest (``worker._backlog``), as full
+        as the endpoint can answer within a call's time-out."""
+        if self.backlogged():
+            return self.pipeline.backlog_batch_size()
+        return self.pipeline.batch_size()
 
     def _batch_wait_s(self) -> float:
         wait = self.settings.batch_wait_ms / 1000

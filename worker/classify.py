@@ -89,6 +89,14 @@ class Classifier:
         self.hooks.batch_target(size)
         return size
 
+    def backlog_batch_size(self) -> int:
+        """Items per call while a backlog waits: the configured full batch (fewest
+        prompt tokens per message), but no more than a call expected, cautiously, to
+        end within half its time-out: a call that times out costs its whole wait and is
+        then split anyway."""
+        ceiling = min(self.settings.llm_timeout_s, self.settings.llm_deadline_s)
+        return self.endpoint.most_items_within(ceiling / 2, max(self.settings.batch_size, 1))
+
     # -- classifying ------------------------------------------------------------------
 
     def classify(self, items: list[Item], on_scores: OnScores | None = None) -> BatchResult:

@@ -134,6 +134,11 @@ class Pipeline:
         """Messages per LLM call now (the latency budget at the endpoint's speed)."""
         return self.classifier.batch_size() if self.classifier else self.settings.batch_size
 
+    def backlog_batch_size(self) -> int:
+        """Messages per LLM call while a backlog waits (full batches the endpoint can
+        answer within its time-out)."""
+        return self.classifier.backlog_batch_size() if self.classifier else self.settings.batch_size
+
     def complete(self, batch: list[Pending], emit: Emit | None = None) -> list[Verdict]:
         """Shared cache, then one LLM call for the distinct texts nobody is already asking.
 

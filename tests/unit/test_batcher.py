@@ -18,13 +18,13 @@ def make(
 ):
     clock = Clock()
     started: list[list[int]] = []
-    limits = {"size": size, "slots": slots}
+    limits = {"size": size, "slots": slots, "largest": largest}
     batcher: Batcher[int] = Batcher(
         start=started.append,
         size=lambda: limits["size"],
         slots=lambda: limits["slots"],
         wait_s=lambda: wait_s,
-        largest=largest,
+        largest=lambda: limits["largest"],
         eager_below=eager_below,
         clock=clock,
     )
@@ -72,6 +72,18 @@ def test_no_free_slot_means_fewer_fuller_calls_up_to_the_largest():
     assert started[2] == [8, 9, 10, 11, 12]
     batcher.finished()  # two left: the latency budget's size again, its wait long over
     assert started[3] == [13, 14] and batcher.held == 0
+
+
+def test_the_largest_batch_follows_what_the_endpoint_can_answer_in_time():
+    """The full batch is asked for at each launch: an endpoint found slow (a CPU server
+    whose calls took 15 s for one message) gets small batches from its backlog."""
+    batcher, started, _, limits = make(size=1, slots=1, largest=64)
+    batcher.add(0)
+    for n in range(1, 47):
+        batcher.add(n)
+    limits["largest"] = 2
+    batcher.finished()
+    assert started[1] == [1, 2]
 
 
 def test_a_moments_stall_waits_for_slots_instead_of_one_huge_batch():

@@ -190,3 +190,33 @@ def test_a_cpu_server_with_four_slots_and_many_calls_is_congested():
         model.observe(CallTiming(items=1, duration_s=14.6, completion_tokens=12, ttft_s=14.0))
         model.timed_out(20.0, 1)
     assert model.congested
+
+
+def test_a_backlog_batch_is_capped_at_what_the_time_out_allows():
+    """As in CI against llama-server on a busy machine: four one-message calls took 15 s
+    each; sending the 46 messages that waited meanwhile as two calls of 23 timed out at
+    20 s. Whatever the sizes seen so far, the cautious forecast keeps such calls small,
+    while an endpoint whose first token does not grow with the items keeps full ones."""
+    cpu = EndpointModel()
+    for _ in range(4):
+        cpu.observe(CallTiming(items=1, duration_s=15.2, completion_tokens=15))
+    assert cpu.most_items_within(10.0, 64) == 1
+    cloud = EndpointModel()
+    for n in range(12):
+        items = (2, 6)[n % 2]
+        cloud.observe(
+            CallTiming(items=items, duration_s=0.6 + 3 * items * 0.015, completion_tokens=3 * items)
+        )
+    assert cloud.most_items_within(10.0, 64) == 64
+    # where the first token is seen to grow with the items, the slope sets the cap
+    prefill = EndpointModel()
+    for n in range(12):
+        items = (2, 6)[n % 2]
+        prefill.observe(
+            CallTiming(
+                items=items,
+                duration_s=0.5 + 0.8 * items + 3 * items * 0.02,
+                completion_tokens=3 * items,
+            )
+        )
+    assert 6 <= prefill.most_items_within(10.0, 64) <= 14
