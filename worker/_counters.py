@@ -88,6 +88,7 @@ class Counters:
 
     def __init__(self, redis: Any, prefix: str = "mod:sig") -> None:
         self.prefix = prefix
+        self._redis = redis
         self._count = redis.register_script(_COUNT)
         self._violate = redis.register_script(_VIOLATE)
 
@@ -101,10 +102,30 @@ class Counters:
         duplicate_ms: int,
         history_ms: int,
         cap: int,
+        violations: Sequence[tuple[str | None, str, str]] = (),
     ) -> list[list[int]]:
         """``rows``: (tenant, author, text digest, member id) per message. Per message:
         [distinct authors of the text, violations, messages per rate window]; -1 where
-        the message has no author."""
+        the message has no author. ``violations`` (as for ``violate``) are recorded
+        first, in the same round trip."""
+        if violations:
+            pipe = self._redis.pipeline(transaction=False)
+            self.violate(violations, history_ms, cap, client=pipe)
+            if rows:
+                self.count_only(rows, rate_ms, duplicate_ms, history_ms, cap, client=pipe)
+            done = pipe.execute()
+            return self._rows(done[1]) if rows else []
+        return self.count_only(rows, rate_ms, duplicate_ms, history_ms, cap)
+
+    def count_only(
+        self,
+        rows: Sequence[tuple[str | None, str | None, str, str]],
+        rate_ms: Sequence[int],
+        duplicate_ms: int,
+        history_ms: int,
+        cap: int,
+        client: Any = None,
+    ) -> Any:
         keys: list[str] = []
         argv: list[Any] = [cap, duplicate_ms, history_ms, len(rate_ms), *rate_ms]
         for tenant, author, digest, member in rows:
@@ -115,14 +136,24 @@ class Counters:
                 self._key(tenant, "v", name),
             ]
             argv += [member, name]
-        return [[int(n) for n in row] for row in self._count(keys=keys, args=argv)]
+        found = self._count(keys=keys, args=argv, client=client)
+        return found if client is not None else self._rows(found)
+
+    @staticmethod
+    def _rows(found: Any) -> list[list[int]]:
+        return [[int(n) for n in row] for row in found]
 
     def violate(
-        self, rows: Sequence[tuple[str | None, str, str]], history_ms: int, cap: int
+        self,
+        rows: Sequence[tuple[str | None, str, str]],
+        history_ms: int,
+        cap: int,
+        client: Any = None,
     ) -> None:
         """``rows``: (tenant, author, member id) per violation."""
         if rows:
             self._violate(
                 keys=[self._key(tenant, "v", author) for tenant, author, _ in rows],
                 args=[cap, history_ms, *(member for _, _, member in rows)],
+                client=client,
             )

@@ -32,6 +32,10 @@ class Hooks:
     def shared_cache(self, seconds: float, hits: int) -> None:
         """The shared cache was asked for a batch."""
 
+    def counted(self, seconds: float, messages: int, ok: bool) -> None:
+        """The signal counters were asked for ``messages`` in one round trip (``ok``:
+        Redis answered; otherwise their signals are absent)."""
+
     def llm_batch(
         self, result: BatchResult, distinct: int, seconds: float, cost_usd: float
     ) -> None:

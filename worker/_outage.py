@@ -28,6 +28,11 @@ class Outage:
         self._retry_at = 0.0
         self._down = False
 
+    @property
+    def down(self) -> bool:
+        """The last attempt failed."""
+        return self._down
+
     def may_ask(self) -> bool:
         with self._lock:
             return self._clock() >= self._retry_at

@@ -21,6 +21,7 @@ from worker._policy_file import (
     read_policy,
 )
 from worker._policy_thresholds import Limits, compile_limits
+from worker._signal_rules import SignalRules, compile_signal_rules, policy_windows
 from worker.rules import RulesEngine
 
 
@@ -30,6 +31,7 @@ class TenantPolicy:
     thresholds: dict[str, Thresholds]
     fallback: Fallback
     language_thresholds: dict[str, dict[str, Thresholds]] = field(default_factory=dict)
+    signals: SignalRules = field(default_factory=SignalRules)
     limits: Limits = field(init=False)
     _language_limits: dict[str, Limits] = field(init=False)
 
@@ -59,6 +61,7 @@ def compile_tenant(spec: PolicyFile, tenant: str | None) -> TenantPolicy:
         language_thresholds={
             code: layer_thresholds(*layers, language=code) for code in sorted(languages)
         },
+        signals=compile_signal_rules(*layers),
     )
 
 
@@ -71,6 +74,9 @@ class Policy:
         self.version = version
         self.name = spec.name
         self.shadow = shadow
+        # what the counters count, for every tenant (None: no rule needs Redis)
+        self.windows = policy_windows([spec, *spec.tenants.values()])
+        self.llm_context = spec.llm_context
         self._tenants: dict[str | None, TenantPolicy] = {}
         self._lock = threading.Lock()
         self.for_tenant(None)  # compile the base now so errors surface at load

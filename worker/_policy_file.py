@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from worker._signal_policy import SignalsField, SignalsSection
 from worker.models import CATEGORIES, Action, Category
 
 RuleAction = Literal["block", "review", "flag", "allow", "llm"]
@@ -114,10 +115,11 @@ class PolicyLayer(_Strict):
         )
     )
     rules: tuple[Rule, ...] = ()
+    signals: SignalsField = None
     disable: tuple[str, ...] = Field(
         default=(),
-        description="Base rule ids to switch off; a trailing * switches off a rule set "
-        "('profanity.*').",
+        description="Base rule ids (text or signal rules) to switch off; a trailing * "
+        "switches off a rule set ('profanity.*', 'signals.*').",
     )
 
     @model_validator(mode="after")
@@ -136,6 +138,36 @@ class PolicyFile(PolicyLayer):
         default=None, description="Path of a policy evaluated alongside, recorded, not enforced."
     )
     tenants: dict[str, PolicyLayer] = Field(default_factory=dict)
+    llm_context: Literal["replies", "always", "never"] = Field(
+        default="replies",
+        description="When a request's previous messages go to the LLM as context: for "
+        "replies only (reply_to set), always, or never. A request's own context field "
+        "always goes.",
+    )
+
+    @model_validator(mode="after")
+    def _one_window_each(self) -> PolicyFile:
+        """One duplicate window and one history window per policy: the counters keep one
+        of each (rate windows may differ, each is counted)."""
+        sections = [s for s in [self.signals, *(t.signals for t in self.tenants.values())] if s]
+        for what, windows in (
+            (
+                "duplicate.within",
+                {r.duplicate.within for r in _signal_rules(sections) if r.duplicate},
+            ),
+            (
+                "history violations_<window>",
+                {w for r in _signal_rules(sections) if (w := r.history_window_s) is not None},
+            ),
+        ):
+            if len(windows) > 1:
+                listed = ", ".join(f"{w:g}s" for w in sorted(windows))
+                raise ValueError(f"signal rules use one {what} per policy, found {listed}")
+        return self
+
+
+def _signal_rules(sections: list[SignalsSection]) -> list[Any]:
+    return [rule for section in sections for rule in section.rules]
 
 
 class PolicyError(ValueError):

@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.models import CATEGORIES, Action, Category, ModerationRequest, Source, Usage, Verdict
+from worker._signal_rules import NO_SIGNALS, SignalDecision
+from worker.models import (
+    CATEGORIES,
+    Action,
+    Category,
+    FiredSignal,
+    ModerationRequest,
+    Source,
+    Usage,
+    Verdict,
+)
 from worker.policy import Policy, TenantPolicy, decide_scores, fallback_action
 from worker.rules import RulesResult
 from worker.settings import Settings
@@ -32,18 +42,28 @@ class Pending:
     llm_text: str
     truncated: bool
     language: str | None = None
+    signals: SignalDecision = NO_SIGNALS
+    context: str | None = None  # what goes to the LLM beside the text
 
 
 Outcome = Verdict | DeadLetter
 Emit = Callable[[list[tuple[int, Verdict]]], None]
+# (tenant, author id, request id) of a verdict that counts against its author
+Violation = tuple[str | None, str, str]
 
 
 class VerdictBuilder:
     """Builds the verdict of each way a message can be decided."""
 
-    def __init__(self, settings: Settings, model: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: str | None,
+        on_violation: Callable[[Violation], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.model = model
+        self.on_violation = on_violation
 
     def _base(
         self,
@@ -52,6 +72,8 @@ class VerdictBuilder:
         received: float,
         policy: Policy,
         language: str | None,
+        decision: SignalDecision = NO_SIGNALS,
+        fired: list[FiredSignal] | None = None,
     ) -> dict[str, Any]:
         return {
             "id": request.id,
@@ -60,8 +82,36 @@ class VerdictBuilder:
             "policy_version": policy.version,
             "metadata": request.metadata,
             "redelivered": envelope.redelivered,
+            "author_id": request.author.id if request.author else None,
+            "signals": fired or [],
+            "signals_unavailable": decision.unavailable,
             "latency_ms": round((time.monotonic() - received) * 1000, 3),
         }
+
+    def _signals(
+        self,
+        request: ModerationRequest,
+        policy: Policy,
+        tenant: TenantPolicy,
+        decision: SignalDecision,
+        action: Action,
+        counts_against: bool = True,
+    ) -> tuple[Action, list[FiredSignal]]:
+        """The action after the signal rules; ``action`` (what the text or the LLM said)
+        counts against the author when the policy keeps a history and it is severe
+        enough."""
+        if (
+            counts_against
+            and self.on_violation is not None
+            and request.author is not None
+            and policy.windows is not None
+            and policy.windows.history_s > 0
+            and tenant.signals.is_violation(action)
+        ):
+            self.on_violation((request.tenant, request.author.id, request.id))
+        if decision is NO_SIGNALS:
+            return action, []
+        return decision.apply(action)
 
     def rules(
         self,
@@ -71,23 +121,36 @@ class VerdictBuilder:
         policy: Policy,
         rules: RulesResult,
         language: str | None = None,
+        tenant: TenantPolicy | None = None,
+        decision: SignalDecision = NO_SIGNALS,
     ) -> Verdict:
         action = rules.action or Action.ALLOW
+        fired: list[FiredSignal] = []
+        if tenant is not None:
+            action, fired = self._signals(
+                request, policy, tenant, decision, action, counts_against=rules.rule is not None
+            )
         scores = dict.fromkeys(CATEGORIES, 0.0)
         categories = dict.fromkeys(CATEGORIES, False)
         rule = rules.rule
         if rule is not None and rule.category and action is not Action.ALLOW:
             scores[rule.category] = 1.0
             categories[rule.category] = True
+        if rule is not None:
+            reason = rule.reason
+        elif fired:
+            reason = "; ".join(f.reason or f.rule_id for f in fired)
+        else:
+            reason = "empty text"
         return Verdict(
-            **self._base(request, envelope, received, policy, language),
+            **self._base(request, envelope, received, policy, language, decision, fired),
             action=action,
             flagged=action is not Action.ALLOW,
             categories=categories,
             category_scores=scores,
             source=Source.RULES,
             rule_matches=rules.matches,
-            reason=rule.reason if rule else "empty text",
+            reason=reason,
             user_reason=rule.user_reason if rule else None,
             shadow=self._shadow(request, policy, None),
         )
@@ -104,6 +167,9 @@ class VerdictBuilder:
         by_category = dict(zip(CATEGORIES, scores, strict=True))
         action, categories = decide_scores(scores, pending.tenant.limits_for(pending.language))
         action = _at_least(action, pending.rules.floor)
+        action, fired = self._signals(
+            pending.request, pending.policy, pending.tenant, pending.signals, action
+        )
         return Verdict(
             **self._base(
                 pending.request,
@@ -111,6 +177,8 @@ class VerdictBuilder:
                 pending.received,
                 pending.policy,
                 pending.language,
+                pending.signals,
+                fired,
             ),
             action=action,
             flagged=action is not Action.ALLOW,
@@ -133,6 +201,14 @@ class VerdictBuilder:
         if self.settings.fallback_action is not None:
             fallback = fallback.model_copy(update={"action": self.settings.fallback_action})
         action = _at_least(fallback_action(fallback, suspected), pending.rules.floor)
+        action, fired = self._signals(
+            pending.request,
+            pending.policy,
+            pending.tenant,
+            pending.signals,
+            action,
+            counts_against=False,  # nobody decided it
+        )
         return Verdict(
             **self._base(
                 pending.request,
@@ -140,6 +216,8 @@ class VerdictBuilder:
                 pending.received,
                 pending.policy,
                 pending.language,
+                pending.signals,
+                fired,
             ),
             action=action,
             flagged=action is not Action.ALLOW,
@@ -155,9 +233,11 @@ class VerdictBuilder:
         )
 
     def rules_floor(self, pending: Pending) -> Verdict:
-        """With the LLM stage off, a ``then: llm`` rule's own action decides."""
-        assert pending.rules.floor is not None
-        rules = RulesResult(pending.rules.floor, pending.rules.matches, pending.rules.rule)
+        """With the LLM stage off (or a ``then: stop`` signal rule), the floors decide:
+        a ``then: llm`` text rule's own action and the signal rules'."""
+        rules = RulesResult(
+            pending.rules.floor or Action.ALLOW, pending.rules.matches, pending.rules.rule
+        )
         return self.rules(
             pending.request,
             pending.envelope,
@@ -165,6 +245,8 @@ class VerdictBuilder:
             pending.policy,
             rules,
             pending.language,
+            pending.tenant,
+            pending.signals,
         )
 
     def _shadow(

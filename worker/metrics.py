@@ -96,6 +96,15 @@ BATCH_SIZE = Histogram(
     "moderation_llm_batch_size", "Messages per LLM call", buckets=(1, 2, 4, 8, 16, 32, 48, 64, 128)
 )
 ERRORS = Counter("moderation_errors", "Errors by kind", ["kind"])
+SIGNAL_COUNTS = Histogram(
+    "moderation_signal_batch_size",
+    "Messages counted per signals round trip to Redis",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+SIGNALS_UNAVAILABLE = Counter(
+    "moderation_signals_unavailable", "Messages whose signal counts Redis could not give"
+)
+SIGNALS_FIRED = Counter("moderation_signals_fired", "Verdicts a signal rule touched", ["rule_id"])
 INFLIGHT = Gauge("moderation_inflight_messages", "Requests received and not yet acked")
 
 
@@ -123,6 +132,7 @@ class MetricsHooks(Hooks):
         self._local_hit = CACHE.labels("hit_local")
         self._local_miss = CACHE.labels("miss_local")
         self._shared_hit = CACHE.labels("hit_shared")
+        self._signals = STAGE_SECONDS.labels("signals")
 
     def prepared(self, seconds: float) -> None:
         self._prepare.observe(seconds)
@@ -133,6 +143,12 @@ class MetricsHooks(Hooks):
     def shared_cache(self, seconds: float, hits: int) -> None:
         self._cache.observe(seconds)
         self._shared_hit.inc(hits)
+
+    def counted(self, seconds: float, messages: int, ok: bool) -> None:
+        self._signals.observe(seconds)
+        SIGNAL_COUNTS.observe(messages)
+        if not ok:
+            SIGNALS_UNAVAILABLE.inc(messages)
 
     def llm_batch(
         self, result: BatchResult, distinct: int, seconds: float, cost_usd: float
@@ -169,6 +185,8 @@ class MetricsHooks(Hooks):
 
     def verdict(self, verdict: Verdict) -> None:
         VERDICTS.labels(verdict.action.value, verdict.source.value).inc()
+        for fired in verdict.signals:
+            SIGNALS_FIRED.labels(fired.rule_id).inc()
 
     def published(self, seconds: float, latencies: list[float], ok: bool) -> None:
         self._publish.observe(seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION: Final = "1"
 
@@ -74,6 +74,43 @@ class Source(StrEnum):
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
+MAX_PREVIOUS = 5  # prior messages a request may carry as context
+MAX_PREVIOUS_CHARS = 2000  # each
+
+
+class Author(BaseModel):
+    """Who wrote the message, as the platform knows them: what signal rules act on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Identifier = Field(description="The platform's id of the author (stable per account).")
+    created_at: Annotated[AwareDatetime, Field(strict=False)] | None = Field(
+        default=None,
+        description="When the account was made (RFC 3339 with an offset); gives "
+        "account_age_days when that is not sent.",
+    )
+    account_age_days: float | None = Field(default=None, ge=0, description="Age of the account.")
+    trust: float | None = Field(
+        default=None, ge=0, le=1, description="The platform's trust in the author, 0 to 1."
+    )
+    tier: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
+        default=None, description="The platform's name for the author's standing ('new', 'vip')."
+    )
+    exempt: bool = Field(
+        default=False,
+        description="A moderator or other author the tenant exempts: signal rules marked "
+        "'exempt: skip' (the default) do not apply.",
+    )
+
+
+class PriorMessage(BaseModel):
+    """An earlier message of the conversation, given as context (never moderated)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: Annotated[str, StringConstraints(max_length=MAX_PREVIOUS_CHARS)]
+    author_id: Identifier | None = None
+
 
 class ModerationRequest(BaseModel):
     """One message to moderate, as published to ``moderation.requests``."""
@@ -99,6 +136,22 @@ class ModerationRequest(BaseModel):
         description="ISO 639-1 code of the text when the producer knows it (the author's "
         "locale, a channel's language); the worker detects it otherwise.",
     )
+    author: Author | None = Field(
+        default=None, description="Who wrote it: per-author counts and conditions need it."
+    )
+    conversation_id: Identifier | None = Field(
+        default=None, description="The thread, channel or chat the message belongs to."
+    )
+    reply_to: Identifier | None = Field(
+        default=None, description="The id of the message this one answers."
+    )
+    previous: list[PriorMessage] | None = Field(
+        default=None,
+        max_length=MAX_PREVIOUS,
+        description="A few earlier messages of the conversation, oldest first. Only their "
+        "text reaches the LLM, as context, and only when the message is a reply or the "
+        "policy asks for it (llm_context).",
+    )
     schema_version: Literal["1"] | None = Field(default=None, description="Contract version.")
 
 
@@ -115,6 +168,20 @@ class RuleMatch(BaseModel):
     category: Category | None = None
     spans: list[Span] = Field(default_factory=list)
     reason: str | None = Field(default=None, description="Shown to moderators.")
+
+
+class FiredSignal(BaseModel):
+    """A signal rule that changed (or confirmed) the verdict, and the counts it saw."""
+
+    rule_id: str
+    action: Literal["block", "review", "flag", "allow"] = Field(
+        description="The action the rule asked for (its floor, or where it escalated to)."
+    )
+    reason: str | None = None
+    observed: dict[str, float | str | bool] = Field(
+        default_factory=dict,
+        description="The values its conditions compared, e.g. {'messages_10s': 14}.",
+    )
 
 
 class Usage(BaseModel):
@@ -156,6 +223,16 @@ class Verdict(BaseModel):
     )
     redelivered: bool = Field(
         default=False, description="The broker delivered this request more than once."
+    )
+    author_id: str | None = Field(default=None, description="The request's author.id.")
+    signals: list[FiredSignal] = Field(
+        default_factory=list,
+        description="The signal rules (rate, duplicate, history, author) that fired.",
+    )
+    signals_unavailable: bool = Field(
+        default=False,
+        description="The counters (Redis) could not be asked: rate, duplicate and history "
+        "conditions were not evaluated for this verdict.",
     )
     shadow: dict[str, Any] | None = Field(
         default=None, description="What a shadow policy would have decided (not acted on)."

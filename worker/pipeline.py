@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
@@ -24,14 +25,15 @@ from worker._costs import TokenShares, cost_usd
 from worker._hooks import NO_HOOKS, Hooks
 from worker._prompt import truncate
 from worker._tls import redis_ssl
-from worker._verdicts import Emit, Outcome, Pending, VerdictBuilder
+from worker._verdicts import Emit, Outcome, Pending, VerdictBuilder, Violation
 from worker.cache import CachedScores, ScoreCache, cache_key
 from worker.language import LanguageDetector, LazyLanguage
 from worker.models import Action, ModerationRequest, Source, Usage, Verdict
 from worker.normalise import cache_form
-from worker.policy import PolicyStore
+from worker.policy import Policy, PolicyStore
 from worker.rules import RulesResult
 from worker.settings import Settings
+from worker.signals import Message, SignalCounter, Signals
 from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, validate
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["DeadLetter", "Emit", "Outcome", "Pending", "Pipeline", "build_pipeline"]
 
 log = structlog.get_logger("worker.pipeline")
+
+UNCOUNTED: Final[Any] = object()  # ``prepare`` counts the message itself
+_MAX_VIOLATIONS = 10_000  # waiting to be recorded; beyond, the oldest are dropped
 
 
 class Pipeline:
@@ -50,6 +55,7 @@ class Pipeline:
         classifier: Classifier | None,
         cache: ScoreCache,
         hooks: Hooks = NO_HOOKS,
+        signals: SignalCounter | None = None,
     ) -> None:
         self.settings = settings
         self.hooks = hooks
@@ -60,23 +66,106 @@ class Pipeline:
         self._prompt_version = classifier.prompt_version if classifier else "none"
         self._inflight: dict[str, Future[tuple[float, ...] | None]] = {}
         self._inflight_lock = threading.Lock()
-        self.verdicts = VerdictBuilder(settings, self.model)
+        self.signals = signals
+        self._violations: deque[Violation] = deque(maxlen=_MAX_VIOLATIONS)
+        self.verdicts = VerdictBuilder(settings, self.model, self._violations.append)
         self.languages = LanguageDetector() if settings.language_detection else None
 
     # -- the local stages ---------------------------------------------------------------
 
-    def prepare(self, envelope: Envelope, received: float | None = None) -> Outcome | Pending:
-        """Validate, normalise, match rules and look in the local cache. Never raises."""
-        received = time.monotonic() if received is None else received
+    def admit(self, envelope: Envelope) -> ModerationRequest | DeadLetter:
+        """The valid request an envelope holds, or its dead letter."""
         try:
-            request = validate(envelope, self.settings)
+            return validate(envelope, self.settings)
         except InvalidMessage as exc:
             return DeadLetter(envelope, exc.reason, exc.detail)
+
+    def needs_counts(self) -> bool:
+        """Whether the policy in force has rules on counts (rate, duplicate, history)."""
+        return self.policies.current.windows is not None
+
+    def count(self, requests: Sequence[ModerationRequest]) -> list[Signals | None]:
+        """Each request's counts, in one Redis round trip for all of them (which also
+        records the violations decided since the last one); ``None`` for a request
+        with an author when Redis could not be asked. Any thread."""
+        policy = self.policies.current
+        windows = policy.windows
+        if windows is None:
+            return [Signals()] * len(requests)
+        authored = [i for i, r in enumerate(requests) if r.author is not None]
+        out: list[Signals | None] = [Signals()] * len(requests)
+        if self.signals is None:
+            for i in authored:
+                out[i] = None
+            return out
+        violations = self._take_violations()
+        messages = [
+            Message(r.id, r.tenant, r.author.id if r.author else None, cache_form(r.text))
+            for r in (requests[i] for i in authored)
+        ]
+        started = time.monotonic()
+        counted = self.signals.observe(messages, windows, violations)
+        self.hooks.counted(time.monotonic() - started, len(messages), self.signals.available)
+        for i, found in zip(authored, counted, strict=True):
+            out[i] = found
+        return out
+
+    def _take_violations(self) -> list[Message]:
+        taken: list[Message] = []
+        while self._violations:
+            try:
+                tenant, author, request_id = self._violations.popleft()
+            except IndexError:
+                break
+            taken.append(Message(request_id, tenant, author, ""))
+        return taken
+
+    def flush_violations(self) -> None:
+        """Record the violations decided since the last count (at shutdown, in tests)."""
+        policy = self.policies.current
+        if self.signals is not None and policy.windows is not None:
+            self.signals.observe([], policy.windows, self._take_violations())
+
+    def prepare_many(
+        self, envelopes: Sequence[Envelope], received: Sequence[float] | None = None
+    ) -> list[Outcome | Pending]:
+        """``prepare`` for each, with one counters round trip for all of them."""
+        admitted = [self.admit(e) for e in envelopes]
+        valid = [a for a in admitted if isinstance(a, ModerationRequest)]
+        counts = iter(self.count(valid) if valid else [])
+        out: list[Outcome | Pending] = []
+        for n, (envelope, request) in enumerate(zip(envelopes, admitted, strict=True)):
+            if isinstance(request, DeadLetter):
+                out.append(request)
+                continue
+            found = next(counts)
+            out.append(self.prepare(envelope, received[n] if received else None, request, found))
+        return out
+
+    def prepare(
+        self,
+        envelope: Envelope,
+        received: float | None = None,
+        admitted: ModerationRequest | None = None,
+        counts: Signals | None = UNCOUNTED,
+    ) -> Outcome | Pending:
+        """Validate (unless ``admitted``), count (unless ``counts`` are given: a batch's
+        caller counts them all at once), normalise, match rules and look in the local
+        cache. Never raises."""
+        received = time.monotonic() if received is None else received
+        if admitted is None:
+            found = self.admit(envelope)
+            if isinstance(found, DeadLetter):
+                return found
+            admitted = found
+        request = admitted
         # every record logged while this message is handled says which one it is
         # (structlog's contextvars reach stdlib records too: worker._logging)
         bound = bind_contextvars(message_id=request.id, tenant=request.tenant)
         try:
-            return self._prepare_valid(envelope, request, received)
+            if counts is UNCOUNTED:
+                counts = self.count([request])[0]
+            return self._prepare_valid(envelope, request, received, counts)
         except Exception as exc:  # a bug must not lose the message: dead-letter it
             log.exception("prepare_failed", message_id=request.id)
             self.hooks.failed("prepare")
@@ -88,7 +177,11 @@ class Pipeline:
             self.hooks.prepared(time.monotonic() - received)
 
     def _prepare_valid(
-        self, envelope: Envelope, request: ModerationRequest, received: float
+        self,
+        envelope: Envelope,
+        request: ModerationRequest,
+        received: float,
+        counts: Signals | None,
     ) -> Verdict | Pending:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
@@ -96,10 +189,16 @@ class Pipeline:
         rules = tenant.engine.match(request.text, language=language)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
+        decision = tenant.signals.evaluate(
+            request, counts, [m.rule_id for m in rules.matches], lambda: language.code
+        )
         if rules.action is not None:
-            return self.verdicts.rules(request, envelope, received, policy, rules, language.code)
+            return self.verdicts.rules(
+                request, envelope, received, policy, rules, language.code, tenant, decision
+            )
+        context = self._context(request, policy)
         key = cache_key(
-            self.model or "none", self._prompt_version, cache_form(request.text), request.context
+            self.model or "none", self._prompt_version, cache_form(request.text), context
         )
         hit = self.cache.get_local(key)
         self.hooks.local_cache(hit is not None)
@@ -119,7 +218,11 @@ class Pipeline:
             pending_text,
             truncated,
             language.code,
+            decision,
+            context,
         )
+        if decision.stop:  # a signal rule decided: no LLM call
+            return self.verdicts.rules_floor(pending)
         if hit is not None:
             return self.verdicts.scored(pending, hit.scores, Source.CACHE, Usage(), 0.0, hit.model)
         if self.classifier is None:
@@ -127,6 +230,23 @@ class Pipeline:
                 return self.verdicts.rules_floor(pending)
             return self.verdicts.fallback(pending, "LLM stage is off (no OPENAI_API_KEY/BASE_URL)")
         return pending
+
+    def _context(self, request: ModerationRequest, policy: Policy) -> str | None:
+        """What the LLM sees beside the text: the request's context and, for a reply
+        (or always, as the policy says), the previous messages' text, within the
+        context budget. It is part of the cache key, since it changes the answer."""
+        parts = [request.context] if request.context else []
+        if request.previous and (
+            policy.llm_context == "always"
+            or (policy.llm_context == "replies" and request.reply_to is not None)
+        ):
+            parts += [m.text for m in request.previous if m.text.strip()]
+        if not parts:
+            return None
+        context = "\n".join(parts)
+        if self.classifier is None:
+            return context
+        return truncate(context, self.settings.context_token_budget)[0]
 
     # -- the batch stages ---------------------------------------------------------------
 
@@ -205,7 +325,7 @@ class Pipeline:
     ) -> dict[int, Verdict]:
         assert self.classifier is not None
         keys = list(mine)
-        items = [(batch[mine[k][0]].llm_text, batch[mine[k][0]].request.context) for k in keys]
+        items = [(batch[mine[k][0]].llm_text, batch[mine[k][0]].context) for k in keys]
         verdicts: dict[int, Verdict] = {}
         fresh: dict[str, CachedScores] = {}
         shares = TokenShares(self.settings.price(self.model))
@@ -288,6 +408,11 @@ def build_pipeline(settings: Settings, hooks: Hooks | None = None) -> Pipeline:
         from worker.classify import Classifier
 
         classifier = Classifier(settings, hooks=hooks)
+    signals = None
+    if settings.redis_url:
+        signals = SignalCounter.from_url(
+            settings.redis_url, redis_ssl(settings, settings.redis_url)
+        )
     return Pipeline(
         settings,
         PolicyStore(settings.policy, settings.policy_reload_s),
@@ -299,4 +424,5 @@ def build_pipeline(settings: Settings, hooks: Hooks | None = None) -> Pipeline:
             redis_ssl(settings, settings.redis_url),
         ),
         hooks,
+        signals,
     )

@@ -219,6 +219,12 @@ class Settings(BaseSettings):
         default=1024,
         description="Tokens of text sent to the LLM (head and tail kept, the middle cut).",
     )
+    context_token_budget: int = Field(
+        default=256,
+        ge=0,
+        description="Tokens of context (the request's context and previous messages) sent "
+        "with an item, cut like the text.",
+    )
 
     # Throughput.
     batch_size: int = Field(

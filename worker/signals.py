@@ -60,21 +60,43 @@ def digest(normalised_text: str) -> str:
 
 
 class SignalCounter:
-    def __init__(self, client: Any, windows: Windows | None = None, prefix: str = "mod:sig"):
-        self.windows = windows or Windows()
+    def __init__(self, client: Any, prefix: str = "mod:sig", retry_s: float = 5.0) -> None:
+        self._client = client
         self._counters = Counters(client, prefix)
-        self._outage = Outage("signals")
+        self._outage = Outage("signals", retry_s)
         self.round_trips = 0  # for the benchmark: one per batch
 
-    def observe(self, batch: Sequence[Message]) -> list[Signals | None]:
-        """Count each message in and return its signals; ``None`` for all of them when
-        Redis cannot be asked."""
-        if not batch:
+    @classmethod
+    def from_url(cls, url: str, options: dict[str, Any] | None = None) -> SignalCounter:
+        # short time-outs: a batch waits for the counts, and a hung Redis is skipped
+        return cls(
+            redis.Redis.from_url(
+                url, socket_timeout=0.25, socket_connect_timeout=0.25, **(options or {})
+            )
+        )
+
+    @property
+    def available(self) -> bool:
+        """Whether the last round trip worked (or none failed yet)."""
+        return not self._outage.down
+
+    def observe(
+        self,
+        batch: Sequence[Message],
+        windows: Windows | None = None,
+        violations: Sequence[Message] = (),
+    ) -> list[Signals | None]:
+        """Record ``violations`` (messages whose verdict counts against their author),
+        then count each message of ``batch`` in and return its signals, all in one
+        round trip; ``None`` for every message when Redis cannot be asked (and the
+        violations are lost: a history is a hint, not a ledger)."""
+        w = windows or Windows()
+        rows = [(m.tenant, m.author, digest(m.normalised_text), m.id) for m in batch]
+        bad = [(m.tenant, m.author, m.id) for m in violations if m.author]
+        if not rows and not bad:
             return []
         if not self._outage.may_ask():
             return [None] * len(batch)
-        w = self.windows
-        rows = [(m.tenant, m.author, digest(m.normalised_text), m.id) for m in batch]
         try:
             self.round_trips += 1
             counts = self._counters.count(
@@ -83,35 +105,26 @@ class SignalCounter:
                 duplicate_ms=round(w.duplicate_s * 1000),
                 history_ms=round(w.history_s * 1000),
                 cap=w.cap,
+                violations=bad,
             )
         except (redis.RedisError, OSError) as exc:  # the signals are absent
             self._outage.failed(exc)
             return [None] * len(batch)
         self._outage.ok()
-        return [self._signals(row) for row in counts]
+        return [self._signals(row, w) for row in counts]
 
-    def record_violations(self, batch: Sequence[Message]) -> bool:
-        """The messages whose verdict was a violation (the policy says which); False
-        when Redis could not be told."""
-        rows = [(m.tenant, m.author, m.id) for m in batch if m.author]
-        if not rows or not self._outage.may_ask():
-            return not rows
-        try:
-            self.round_trips += 1
-            self._counters.violate(
-                rows, history_ms=round(self.windows.history_s * 1000), cap=self.windows.cap
-            )
-        except (redis.RedisError, OSError) as exc:
-            self._outage.failed(exc)
-            return False
-        return True
+    def record_violations(self, batch: Sequence[Message], windows: Windows | None = None) -> bool:
+        """Only record violations; False when Redis could not be told."""
+        self.observe([], windows, batch)
+        return not self._outage.down
 
-    def _signals(self, row: list[int]) -> Signals:
+    @staticmethod
+    def _signals(row: list[int], w: Windows) -> Signals:
         duplicate, violations, *per_window = row
         if violations < 0:
             return Signals()
         return Signals(
-            messages=dict(zip(self.windows.rate_s, per_window, strict=True)),
+            messages=dict(zip(w.rate_s, per_window, strict=True)),
             duplicate_authors=duplicate if duplicate >= 0 else None,
             violations=violations,
         )

@@ -28,13 +28,14 @@ def msg(n: int | str, author: str | None, text: str = "hello", tenant: str = "t"
 
 
 def test_a_flood_from_one_author_is_counted_per_window(local_redis, prefix):
-    counter = SignalCounter(local_redis, Windows(rate_s=(1.0, 10.0)), prefix)
-    signals = counter.observe([msg(n, "alice", f"text {n}") for n in range(12)])
+    counter = SignalCounter(local_redis, prefix)
+    windows = Windows(rate_s=(1.0, 10.0))
+    signals = counter.observe([msg(n, "alice", f"text {n}") for n in range(12)], windows)
     assert [s.messages[10.0] for s in signals] == list(range(1, 13))  # type: ignore[union-attr]
-    (other,) = counter.observe([msg("b1", "bob", "text x")])
+    (other,) = counter.observe([msg("b1", "bob", "text x")], windows)
     assert other is not None and other.messages == {1.0: 1, 10.0: 1}
     time.sleep(1.1)
-    (later,) = counter.observe([msg(99, "alice", "again")])
+    (later,) = counter.observe([msg(99, "alice", "again")], windows)
     assert later is not None and later.messages == {1.0: 1, 10.0: 13}
 
 
@@ -77,8 +78,9 @@ def test_a_message_without_an_author_has_no_author_signals(local_redis, prefix):
 
 
 def test_memory_is_bounded_by_a_cap_per_key_and_expiry(local_redis, prefix):
-    counter = SignalCounter(local_redis, Windows(rate_s=(2.0,), duplicate_s=2.0, cap=50), prefix)
-    signals = counter.observe([msg(n, "alice", "same") for n in range(120)])
+    counter = SignalCounter(local_redis, prefix)
+    windows = Windows(rate_s=(2.0,), duplicate_s=2.0, history_s=2.0, cap=50)
+    signals = counter.observe([msg(n, "alice", "same") for n in range(120)], windows)
     assert signals[-1] is not None and signals[-1].messages[2.0] == 50  # at the cap
     keys = list(local_redis.scan_iter(f"{prefix}:*"))
     assert keys
