@@ -21,6 +21,8 @@ from worker.pipeline import Pipeline, build_pipeline  # noqa: E402
 from worker.settings import DEFAULT_PRICES, Settings  # noqa: E402
 from worker.testing.amqp import WorkerLauncher, WorkerProcess, temporary_vhost  # noqa: E402
 from worker.testing.fake_llm import FakeLLM, FakeLLMState  # noqa: E402
+from worker.testing.redis_server import RedisServer  # noqa: E402
+from worker.testing.redis_server import available as redis_server_available  # noqa: E402
 
 RABBIT = "127.0.0.1:5672"
 # the simulator is not OpenAI's endpoint, so nothing is priced unless prices are given
@@ -157,3 +159,12 @@ def local_redis() -> Iterator[Any]:
         pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A ``redis-server`` of the test's own (``kill``, ``freeze``, ``start`` again)."""
+    if not redis_server_available():
+        pytest.skip("no redis-server on PATH")
+    with RedisServer() as server:
+        yield server

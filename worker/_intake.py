@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -32,16 +33,29 @@ from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker._kombu_compat import body_bytes
 from worker._limiter import AdaptiveLimit
-from worker.models import Verdict
+from worker._verdicts import Outcome
+from worker.models import ModerationRequest, Verdict
 from worker.pipeline import DeadLetter, Pending, Pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
 from worker.settings import Settings
+from worker.signals import Signals
 from worker.validate import Envelope
 
 log = structlog.get_logger("worker.intake")
 
 REDELIVERED = "x-moderation-redelivered"
 USER_HEADER = "x-moderation-user-id"  # the validated publisher of a deferred request
+
+
+@dataclass(frozen=True, slots=True)
+class _Counting:
+    """A valid request waiting for its counts, and what routing it needs after."""
+
+    envelope: Envelope
+    message: Any
+    may_defer: bool
+    request: ModerationRequest
+    received: float
 
 
 class Loop(Protocol):
@@ -101,6 +115,10 @@ class Intake:
         self._debug = settings.log_level.upper() == "DEBUG"
         self.hooks = pipeline.hooks
         self.heap = HeapFreezer()
+        # counting for signal rules: one group at a time, off the loop (``_count_next``)
+        self.counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation-count")
+        self._to_count: list[_Counting] = []
+        self._counting: list[_Counting] | None = None
 
     # -- event loop thread --------------------------------------------------------------
 
@@ -150,7 +168,64 @@ class Intake:
             self.settle([delivery], ok=False)
 
     def _accept(self, envelope: Envelope, message: Any, may_defer: bool) -> None:
-        outcome = self.pipeline.prepare(envelope)
+        received = time.monotonic()
+        if not self.pipeline.needs_counts():
+            self._route(envelope, message, may_defer, self.pipeline.prepare(envelope, received))
+            return
+        request = self.pipeline.admit(envelope)
+        if isinstance(request, DeadLetter):
+            self._publish([(request, message)])
+        elif request.author is None:  # nothing to count: no round trip to wait for
+            outcome = self.pipeline.prepare(envelope, received, request, Signals())
+            self._route(envelope, message, may_defer, outcome)
+        else:
+            self._to_count.append(_Counting(envelope, message, may_defer, request, received))
+            if self._counting is None:
+                self._count_next()
+
+    def _count_next(self) -> None:
+        """Count what arrived, in one Redis round trip off the loop; what arrives
+        meanwhile is the next group, so a group is as large as the rate makes it."""
+        group, self._to_count = self._to_count, []
+        self._counting = group
+        future = self.counter.submit(self.pipeline.count, [g.request for g in group])
+        future.add_done_callback(lambda f: self.loop.call_soon(self._counted, group, f))
+
+    def _counted(self, group: list[_Counting], future: Future[list[Signals | None]]) -> None:
+        if group is not self._counting:
+            return  # already handled (``finish`` counted it in place)
+        self._counting = None
+        try:
+            counts: list[Signals | None] = future.result()
+        except Exception:  # a bug in counting: the signals are absent, not the messages
+            log.exception("count_failed", size=len(group))
+            counts = [None] * len(group)
+        for g, found in zip(group, counts, strict=True):
+            outcome = self.pipeline.prepare(g.envelope, g.received, g.request, found)
+            self._route(g.envelope, g.message, g.may_defer, outcome)
+        if self._to_count:
+            self._count_next()
+
+    def _count_in_place(self) -> None:
+        """At shutdown the loop may not run callbacks: settle the counting here."""
+        if self._counting is not None:
+            group = self._counting
+            future: Future[list[Signals | None]] = Future()
+            try:
+                future.set_result(self.pipeline.count([g.request for g in group]))
+            except Exception as exc:
+                future.set_exception(exc)
+            self._counted(group, future)
+        while self._to_count:
+            group, self._to_count = self._to_count, []
+            self._counting = group
+            future = Future()
+            future.set_result(self.pipeline.count([g.request for g in group]))
+            self._counted(group, future)
+
+    def _route(
+        self, envelope: Envelope, message: Any, may_defer: bool, outcome: Outcome | Pending
+    ) -> None:
         if not isinstance(outcome, Pending):
             self._publish([(outcome, message)])
             return
@@ -236,6 +311,7 @@ class Intake:
 
     def finish(self, grace_s: float) -> None:
         """Start what is held, then wait (at most ``grace_s``) for it to be settled."""
+        self._count_in_place()
         self.batcher.flush()
         deadline = time.monotonic() + grace_s
         while self.inflight and time.monotonic() < deadline:
@@ -247,6 +323,8 @@ class Intake:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.counter.shutdown(wait=False, cancel_futures=True)
+        self.pipeline.flush_violations()
 
     # -- any thread ---------------------------------------------------------------------
 

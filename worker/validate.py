@@ -100,6 +100,17 @@ def _maybe_surrogates(decoded: str) -> bool:
     return "\\ud" in decoded or "\\uD" in decoded
 
 
+def _strings(request: ModerationRequest) -> list[str | None]:
+    """The request's own strings that reach a verdict, a key or a prompt."""
+    out = [request.id, request.text, request.tenant, request.context]
+    out += [request.conversation_id, request.reply_to]
+    if request.author is not None:
+        out += [request.author.id, request.author.tier]
+    out += [m.text for m in request.previous or ()]
+    out += [m.author_id for m in request.previous or ()]
+    return out
+
+
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth, stopping early once past ``limit``."""
     stack = [(value, 1)]
@@ -214,7 +225,7 @@ def _validate(envelope: Envelope, settings: Settings) -> ModerationRequest:
     ):
         return request  # nothing below can fail: skip the work (most messages)
     try:
-        for value in (request.id, request.text, request.tenant, request.context):
+        for value in _strings(request):
             if value:
                 value.encode("utf-8")
         if request.metadata is not None:

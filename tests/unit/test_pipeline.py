@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 from worker.models import Source
 from worker.pipeline import DeadLetter, Pending
@@ -214,3 +215,44 @@ def test_a_floor_rule_still_asks_the_llm_and_the_verdict_is_at_least_its_action(
 def test_with_the_llm_off_a_floor_rule_decides(pipeline_without_llm):
     [verdict] = pipeline_without_llm.run([env(id="1", text="fuck, I missed the bus")])
     assert verdict.source == Source.RULES and verdict.action == "flag"
+
+
+# -- signals: the counters on the machine's Redis (each test its own authors) -----------
+
+
+def authored(n: int | str, author: str, text: str, **fields: object) -> Envelope:
+    return env(id=f"{author}-{n}", text=text, author={"id": author, **fields})
+
+
+def test_a_flood_from_one_author_is_flagged_and_says_why(make_pipeline, local_redis):
+    pipeline = make_pipeline(redis_url="redis://127.0.0.1:6379/0")
+    alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
+    burst = [authored(n, alice, f"lunch plans number {n}") for n in range(12)]
+    calm = [authored(n, bob, f"hello number {n}") for n in range(2)]
+    verdicts = pipeline.run(burst + calm)
+    flood = [v for v in verdicts if any(s.rule_id == "signals.flood" for s in v.signals)]
+    assert [v.id for v in flood] == [f"{alice}-10", f"{alice}-11"]  # the 11th and 12th
+    assert all(v.action == "flag" and v.author_id == alice for v in flood)
+    assert flood[0].signals[0].observed == {"messages_10s": 11}
+    assert all(v.signals == [] and not v.signals_unavailable for v in verdicts[:10])
+    assert all(v.signals == [] for v in verdicts[12:])
+
+
+def test_without_redis_the_signals_are_absent_and_every_message_gets_a_verdict(make_pipeline):
+    pipeline = make_pipeline(redis_url="redis://127.0.0.1:1/0")
+    verdicts = pipeline.run([authored(n, "alice", f"lunch {n}") for n in range(15)])
+    assert len(verdicts) == 15 and all(v.signals_unavailable for v in verdicts)
+    assert all(v.signals == [] for v in verdicts)
+    [anonymous] = pipeline.run([env(id="anon", text="no author here")])
+    assert not anonymous.signals_unavailable  # nothing to count: nothing missing
+
+
+def test_previous_messages_reach_the_llm_only_for_a_reply_and_key_the_cache(make_pipeline):
+    pipeline = make_pipeline()
+    previous = [{"text": "who broke the build?"}, {"text": "it was me"}]
+    alone = pipeline.prepare(env(id="1", text="you did what", previous=previous))
+    reply = pipeline.prepare(env(id="2", text="you did what", previous=previous, reply_to="m9"))
+    assert isinstance(alone, Pending) and isinstance(reply, Pending)
+    assert alone.context is None
+    assert reply.context == "who broke the build?\nit was me"
+    assert alone.key != reply.key  # the context changes the answer, so the key
