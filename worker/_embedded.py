@@ -30,13 +30,13 @@ def run(
 ) -> list[Outcome]:
     """Every envelope's outcome, in order; ``progress(n)`` hears of every n decided."""
     outcomes: list[Outcome | Pending] = []
-    chunk: list[Envelope] = []
+    group: list[Envelope] = []
     for envelope in envelopes:  # counted in groups: one Redis round trip each
-        chunk.append(envelope)
-        if len(chunk) == _COUNT_GROUP:
-            outcomes += pipeline.prepare_many(chunk)
-            chunk = []
-    outcomes += pipeline.prepare_many(chunk)
+        group.append(envelope)
+        if len(group) == _COUNT_GROUP:
+            outcomes += pipeline.prepare_many(group)
+            group = []
+    outcomes += pipeline.prepare_many(group)
     pipeline.flush_violations()
     waiting = deque(i for i, o in enumerate(outcomes) if isinstance(o, Pending))
     if progress is not None and len(outcomes) > len(waiting):
