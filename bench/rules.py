@@ -1,6 +1,6 @@
 """Rules-stage speed on one core: a 2,000-term policy against the samples-1680 texts.
 
-    python bench/rules.py [--terms 2000] [--rounds 5]
+    python bench/rules.py [--terms 2000] [--rounds 5] [--redis redis://127.0.0.1:6379/0]
 
 Prints messages/s per core (CPU time of this process, so other load on the machine
 does not count against it) for: the raw-text prescreen alone and the share of texts it
@@ -9,7 +9,9 @@ the whole stage as the worker runs it, with and without the prescreen; how the c
 splits between ASCII and non-ASCII texts; and language detection: alone, as the rules
 stage asks for it (only for a text a rule could match), and for every text. The same
 for chat-length texts (Multilingual HateCheck's, 51 characters on average), where
-samples-1680's are long (654) and one in six carries profanity.
+samples-1680's are long (654) and one in six carries profanity. Then the shipped
+policy's signal rules on authored requests, and the counters' Redis round trip per
+group of arrivals (1, 10, 100 messages) on the machine's Redis.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +39,11 @@ from bench._proc import python_speed  # noqa: E402
 from worker import _disk_cache  # noqa: E402
 from worker._policy_file import parse_policy  # noqa: E402
 from worker.language import LanguageDetector, LazyLanguage  # noqa: E402
+from worker.models import Action, Author, ModerationRequest  # noqa: E402
 from worker.normalise import views, warm_up  # noqa: E402
+from worker.policy import Policy  # noqa: E402
 from worker.rules import RulesEngine  # noqa: E402
+from worker.signals import Message, SignalCounter, Signals  # noqa: E402
 
 DEFAULT = ROOT / "worker" / "policies" / "default.yaml"
 
@@ -115,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terms", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="for the counters")
     args = parser.parse_args()
     texts = load_texts(shuffled=False)
     print(
@@ -211,7 +219,79 @@ def main() -> None:
             ),
             ("chat: + language for every text", chat, with_language),
         ]
+    rows += signal_rows(engine, texts)
     rates(rows, args.rounds)
+    counters_round_trip(args.redis, texts)
+
+
+def signal_rows(engine: RulesEngine, texts: list[str]) -> list[tuple[str, list[str], Any]]:
+    """The shipped policy's signal rules on authored requests, with the counts given
+    (as the intake passes them after its per-group round trip): what they add per
+    message to the rules stage."""
+    policy = Policy.load(DEFAULT)
+    rules = policy.for_tenant(None).signals
+    rng = random.Random(3)
+    requests = {
+        t: ModerationRequest(
+            id=f"m{n}",
+            text=t,
+            author=Author(id=f"a{rng.randrange(500)}", account_age_days=rng.choice([1, 30, 400])),
+        )
+        for n, t in enumerate(texts)
+    }
+    counts = Signals(messages={10.0: 3}, duplicate_authors=1, violations=0)
+
+    def stage(text: str) -> Any:
+        result = engine.match(text)
+        decision = rules.evaluate(requests[text], counts, [m.rule_id for m in result.matches])
+        return decision.apply(result.action or Action.ALLOW)
+
+    print(f"signal rules (shipped policy): {len(rules.rules)}; counts per group, below")
+    return [
+        (
+            "signal rules alone (counts given)",
+            texts,
+            lambda t: rules.evaluate(requests[t], counts, []).apply(Action.ALLOW),
+        ),
+        ("whole rules stage + signal rules", texts, stage),
+    ]
+
+
+def counters_round_trip(url: str, texts: list[str]) -> None:
+    """The Redis side: one round trip per group of arrivals, not per message."""
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        print(f"counters: no Redis at {url} ({exc}); round trips not measured")
+        return
+    windows = Policy.load(DEFAULT).windows
+    assert windows is not None
+    print(f"counters on {url}, windows {windows}:")
+    for size in (1, 10, 100):
+        prefix = f"bench:rules:{uuid.uuid4().hex[:8]}"
+        counter = SignalCounter(client, prefix)
+        groups = [
+            [
+                Message(f"{g}-{i}", "t", f"a{(g * size + i) % 500}", texts[(g * size + i) % 300])
+                for i in range(size)
+            ]
+            for g in range(max(1, 4000 // size))
+        ]
+        counter.observe(groups[0][:1], windows)  # loads the script
+        trips = counter.round_trips
+        cpu, wall = time.process_time(), time.perf_counter()
+        for group in groups:
+            counter.observe(group, windows)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        n = sum(map(len, groups))
+        print(
+            f"  group of {size:>3}: {counter.round_trips - trips:>5} round trips for {n} "
+            f"messages, {n / wall:>8,.0f} msg/s wall, {cpu / n * 1e6:6.1f} us CPU/msg here"
+        )
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
 
 
 if __name__ == "__main__":

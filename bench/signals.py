@@ -46,7 +46,8 @@ def main() -> None:
     print(f"{'batch':>6} {'msg/s':>9} {'ms/batch':>9} {'us/msg here':>12} {'us/msg redis':>13}")
     for size in (1, 10, 50, 100, 500):
         prefix = f"bench:sig:{uuid.uuid4().hex[:8]}"
-        counter = SignalCounter(client, Windows(rate_s=(10.0, 60.0)), prefix)
+        counter = SignalCounter(client, prefix)
+        windows = Windows(rate_s=(10.0, 60.0))
         batch_count = max(1, args.messages // size)
         batches = [
             [
@@ -60,11 +61,11 @@ def main() -> None:
             ]
             for b in range(batch_count)
         ]
-        counter.observe(batches[0][:1])  # loads the script
+        counter.observe(batches[0][:1], windows)  # loads the script
         redis_before, own_before = _redis_cpu(client), _own_cpu()
         started = time.perf_counter()
         for batch in batches:
-            counter.observe(batch)
+            counter.observe(batch, windows)
         wall = time.perf_counter() - started
         redis_cpu, own_cpu = _redis_cpu(client) - redis_before, _own_cpu() - own_before
         n = batch_count * size
@@ -79,7 +80,7 @@ def main() -> None:
             print(
                 f"left: {len(keys)} keys, {members} members, {memory / 1e6:.1f} MB "
                 f"(~{memory / max(members, 1):.0f} B/member); bound: authors + texts seen "
-                f"within the longest window, {counter.windows.cap} members each"
+                f"within the longest window, {windows.cap} members each"
             )
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
