@@ -38,6 +38,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,16 +367,28 @@ class Feed:
         return out
 
 
+def _redis_scripts(url: str | None) -> int:
+    """EVALSHA calls the Redis at ``url`` has served (0 without one)."""
+    if not url:
+        return 0
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+AUTHORS = 0  # --authors: requests carry one of this many author ids (0: no author)
+
+
 def request_bodies(prefix: str, texts: list[str]) -> list[bytes]:
     # metadata first: the producer swaps "t":0.0 for the send time (first occurrence)
-    return [
-        json.dumps(
-            {"metadata": {"t": 0.0}, "id": f"{prefix}{i}", "text": t},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
-        for i, t in enumerate(texts)
-    ]
+    bodies = []
+    for i, t in enumerate(texts):
+        body: dict[str, Any] = {"metadata": {"t": 0.0}, "id": f"{prefix}{i}", "text": t}
+        if AUTHORS:
+            body["author"] = {"id": f"a{zlib.crc32(body['id'].encode()) % AUTHORS}"}
+        bodies.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    return bodies
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -1005,6 +1018,13 @@ def main(argv: list[str] | None = None) -> int:
         help="give the workers a shared Redis cache (MODERATION_REDIS_URL)",
     )
     p.add_argument(
+        "--authors",
+        type=int,
+        default=0,
+        help="requests carry an author id (one of this many), so the signal rules count "
+        "them (with --redis)",
+    )
+    p.add_argument(
         "--worker-env",
         metavar="KEY=VALUE",
         action="append",
@@ -1054,8 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write each verdict's timings here, one JSON line per message",
     )
     args = p.parse_args(argv)
-    global DUMP_DIR, QUIET
+    global DUMP_DIR, QUIET, AUTHORS
     DUMP_DIR = args.dump
+    AUTHORS = args.authors
     QUIET = (args.wait_quiet, args.wait_quiet_max)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -1145,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
                             [w.pid for w in workers], args.profile, 3.0, args.profile_seconds
                         )
                     tp_texts = feed.take(n)
+                    scripts_before = _redis_scripts(args.redis)
                     in_flight = 0 if args.rate else args.in_flight
                     mode = (
                         f"at {args.rate:,.0f} msg/s"
@@ -1167,6 +1189,15 @@ def main(argv: list[str] | None = None) -> int:
                         llm_url=llm_url,
                     )
                     r["mode"] = mode
+                    if args.redis and args.authors:
+                        # the counters are one EVALSHA per group of arrivals (the score
+                        # cache uses none), so this is messages per round trip
+                        trips = _redis_scripts(args.redis) - scripts_before
+                        r["signal_round_trips"] = trips
+                        print(
+                            f"  signals: {trips:,} counter round trips for {n:,} messages "
+                            f"({n / max(trips, 1):.1f} messages per round trip)"
+                        )
                     if profiler is not None:
                         r["profile"] = profiler.result
                     r["peak_rss_mb"] = [_proc.peak_rss_mb(w.pid) for w in workers]
