@@ -168,3 +168,26 @@ def redis_server() -> Iterator[RedisServer]:
         pytest.skip("no redis-server on PATH")
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own on the machine's server (dropped after)."""
+    import uuid
+
+    import psycopg
+
+    admin_url = os.environ.get(
+        "MODERATION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"moderation_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {admin_url}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,6 +3,7 @@
 moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
 schemas [--check] write (or check) schemas/*.json from the models
 health            exit 0 when this pod's worker is alive (for probes)
+db upgrade|status the review store's schema (MODERATION_DATABASE_URL)
 warm              compile the policy into MODERATION_CACHE_DIR ahead of a start
 eval DATASET      precision/recall of the pipeline on a labelled set
 bench             the throughput and token benchmark
@@ -220,6 +221,22 @@ def _progress_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _db_command(args: argparse.Namespace) -> int:
+    from worker import _db
+    from worker.settings import get_settings
+
+    url = get_settings().database_url
+    if not url:
+        print("db: set MODERATION_DATABASE_URL (a PostgreSQL URL)", file=sys.stderr)
+        return 2
+    if args.action == "upgrade":
+        done = _db.upgrade(url)
+        print("db: applied " + ", ".join(done) if done else "db: already current")
+    have, latest = _db.status(url)
+    print(f"db: schema version {have} of {latest}")
+    return 0 if have >= latest else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m worker",
@@ -245,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     health = commands.add_parser("health", help="exit 0 when the worker is alive")
     health.add_argument("--max-age", type=float, default=30.0)
     health.set_defaults(run=_health)
+    db = commands.add_parser("db", help="the review store's schema (MODERATION_DATABASE_URL)")
+    db.add_argument("action", choices=["upgrade", "status"])
+    db.set_defaults(run=_db_command)
     warm = commands.add_parser(
         "warm", help="compile the policy into MODERATION_CACHE_DIR (image builds, init containers)"
     )

@@ -34,11 +34,13 @@ from worker._heap import HeapFreezer
 from worker._kombu_compat import body_bytes
 from worker._limiter import AdaptiveLimit
 from worker._verdicts import Outcome
-from worker.models import ModerationRequest, Verdict
+from worker.models import Action, ModerationRequest, Source, Verdict
+from worker.normalise import cache_form
 from worker.pipeline import DeadLetter, Pending, Pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
+from worker.reviews import ReviewItem
 from worker.settings import Settings
-from worker.signals import Signals
+from worker.signals import Signals, digest
 from worker.validate import Envelope
 
 log = structlog.get_logger("worker.intake")
@@ -119,6 +121,12 @@ class Intake:
         self.counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation-count")
         self._to_count: list[_Counting] = []
         self._counting: list[_Counting] | None = None
+        # verdicts the review store records (none without a store)
+        self._review_actions = (
+            frozenset(Action(a) for a in settings.review_actions)
+            if settings.database_url
+            else frozenset()
+        )
 
     # -- event loop thread --------------------------------------------------------------
 
@@ -369,6 +377,19 @@ class Intake:
             self.loop.call_soon(self._batch_finished)
         self.heap.after_batch()
 
+    def _review_item(self, verdict: Verdict, message: Any) -> OutMessage | None:
+        """The review store's copy of a verdict, with the text a reviewer reads (the
+        request is parsed again: a review is rare, and the verdict path keeps no text)."""
+        body = message.body if isinstance(message, TaskDelivery) else body_bytes(message)
+        try:
+            request = orjson.loads(body)
+            text = request["text"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("review_item_unreadable", message_id=verdict.id)
+            return None
+        item = ReviewItem(verdict, text, request.get("context"), digest(cache_form(text)))
+        return OutMessage(exchange="", routing_key=self.settings.reviews_queue, body=item.to_json())
+
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
         out: list[OutMessage] = []
         latencies: list[float] = []
@@ -397,6 +418,10 @@ class Intake:
                 self.hooks.verdict(outcome)
                 latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))
+                if outcome.action in self._review_actions and outcome.source != Source.HUMAN:
+                    item = self._review_item(outcome, message)
+                    if item is not None:
+                        out.append(item)
         messages = [m for _, m in outcomes]
         if not all(getattr(m.channel, "is_open", True) for m in messages):
             # the consumer channel closed (broker restart) while this was in flight: the

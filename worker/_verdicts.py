@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker._signal_rules import NO_SIGNALS, SignalDecision
 from worker.models import (
@@ -26,6 +26,9 @@ from worker.policy import Policy, TenantPolicy, decide_scores, fallback_action
 from worker.rules import RulesResult
 from worker.settings import Settings
 from worker.validate import DeadLetter, Envelope
+
+if TYPE_CHECKING:
+    from worker.reviews import Override
 
 
 @dataclass(slots=True)
@@ -230,6 +233,29 @@ class VerdictBuilder:
             usage=usage or Usage(),
             cost_usd=round(cost, 9),
             truncated=pending.truncated,
+        )
+
+    def human(
+        self,
+        request: ModerationRequest,
+        envelope: Envelope,
+        received: float,
+        policy: Policy,
+        override: Override,
+        language: str | None,
+    ) -> Verdict:
+        """A text a reviewer decided before, for this tenant and policy version."""
+        action = override.decision
+        chosen = set(override.categories)
+        return Verdict(
+            **self._base(request, envelope, received, policy, language),
+            action=action,
+            flagged=action is not Action.ALLOW,
+            categories={c: c in chosen for c in CATEGORIES},
+            category_scores={c: (1.0 if c in chosen else 0.0) for c in CATEGORIES},
+            source=Source.HUMAN,
+            reason=f"reviewer {override.reviewer} decided {action.value} for this text "
+            f"(request {override.request_id})",
         )
 
     def rules_floor(self, pending: Pending) -> Verdict:

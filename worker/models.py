@@ -70,6 +70,7 @@ class Source(StrEnum):
     CACHE = "cache"
     LLM = "llm"
     FALLBACK = "fallback"
+    HUMAN = "human"  # a reviewer's decision, or an override made from one
 
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -239,3 +240,22 @@ class Verdict(BaseModel):
     )
     schema_version: Literal["1"] = SCHEMA_VERSION
     metadata: dict[str, Any] | None = None
+
+
+class Decision(BaseModel):
+    """A reviewer's decision on a reviewed request, published to ``moderation.decisions``
+    (or made on the review page). Stored once per (request, reviewer)."""
+
+    model_config = ConfigDict(extra="forbid", title="ModerationDecision", strict=True)
+
+    id: Identifier = Field(description="The request's id (the verdict's).")
+    tenant: Identifier | None = Field(default=None, description="The request's tenant.")
+    decision: Literal["allow", "flag", "review", "block"] = Field(
+        description="The action the reviewer chose ('review': escalate to another person)."
+    )
+    categories: list[Category] = Field(
+        default_factory=list, description="The categories the reviewer says apply."
+    )
+    reviewer: Identifier
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    schema_version: Literal["1"] | None = None

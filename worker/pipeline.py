@@ -33,11 +33,12 @@ from worker.normalise import cache_form
 from worker.policy import Policy, PolicyStore
 from worker.rules import RulesResult
 from worker.settings import Settings
-from worker.signals import Message, SignalCounter, Signals
+from worker.signals import Message, SignalCounter, Signals, digest
 from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, validate
 
 if TYPE_CHECKING:
     from worker.classify import Classifier
+    from worker.reviews import Overrides
 
 __all__ = ["DeadLetter", "Emit", "Outcome", "Pending", "Pipeline", "build_pipeline"]
 
@@ -67,6 +68,7 @@ class Pipeline:
         self._inflight: dict[str, Future[tuple[float, ...] | None]] = {}
         self._inflight_lock = threading.Lock()
         self.signals = signals
+        self.overrides: Overrides | None = None  # set by the Reviews step (worker.reviews)
         self._violations: deque[Violation] = deque(maxlen=_MAX_VIOLATIONS)
         self.verdicts = VerdictBuilder(settings, self.model, self._violations.append)
         self.languages = LanguageDetector() if settings.language_detection else None
@@ -186,6 +188,14 @@ class Pipeline:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
         language = LazyLanguage(request.text, self.languages, request.language)
+        if self.overrides is not None and len(self.overrides):
+            found = self.overrides.get(
+                request.tenant, policy.version, digest(cache_form(request.text))
+            )
+            if found is not None:  # a person decided this text: no rule or LLM overrules
+                return self.verdicts.human(
+                    request, envelope, received, policy, found, language.code
+                )
         rules = tenant.engine.match(request.text, language=language)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate

@@ -6,18 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker.models import ModerationRequest, Verdict
+from worker.models import Decision, ModerationRequest, Verdict
 
 BASE_ID = "https://schemas.moderation-worker.dev/"
 FILES: dict[str, Any] = {
     "moderation-request.v1.json": ModerationRequest,
     "moderation-verdict.v1.json": Verdict,
+    "moderation-decision.v1.json": Decision,
 }
 
 
 def render(name: str) -> str:
     model = FILES[name]
-    mode = "validation" if model is ModerationRequest else "serialization"
+    mode = "serialization" if model is Verdict else "validation"
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": BASE_ID + name,

@@ -76,6 +76,28 @@ class Settings(BaseSettings):
         description="Redis URL of a score cache shared across pods; unset: each process "
         "caches on its own.",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the review store (`python -m worker db upgrade` "
+        "creates it); unset: no review store, no decisions consumer, no overrides.",
+    )
+    review_actions: list[Literal["review", "flag", "block"]] = Field(
+        default=["review"],
+        description="Verdict actions recorded in the review store (a tenant's policy may "
+        "say otherwise with `review_store:`).",
+    )
+    reviews_queue: str = Field(
+        default="moderation.reviews",
+        description="Queue the worker puts review items on (text and verdict) for the store.",
+    )
+    decisions_queue: str = Field(
+        default="moderation.decisions", description="Queue reviewers' decisions arrive on."
+    )
+    overrides_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each worker reads new overrides (human decisions) from the store.",
+    )
 
     # The LLM stage: the openai SDK's own variables, so any compatible server works.
     openai_api_key: SecretStr | None = Field(

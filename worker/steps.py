@@ -81,7 +81,7 @@ class Moderation(bootsteps.ConsumerStep):
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.settings = settings_of(c)
-        self.pipeline = build_pipeline(self.settings)
+        self.pipeline = c.moderation_pipeline = build_pipeline(self.settings)
         self.depth = QueueDepth(
             self.settings.broker_url,
             self.settings.requests_queue,
@@ -199,4 +199,39 @@ class Health(bootsteps.StartStopStep):
             self.timer = None
 
 
-STEPS = (Publishing, Metrics, Moderation, Health)
+class Reviews(bootsteps.StartStopStep):
+    """The review store (``MODERATION_DATABASE_URL``): refuses to start against a
+    database whose schema is behind, then consumes review items and decisions on a
+    thread of its own (``worker._review_consumer``) and keeps the pipeline's overrides
+    fresh. Nothing without a database URL."""
+
+    requires = (Moderation,)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.consumer: Any = None
+
+    def start(self, c: Any) -> None:
+        settings = settings_of(c)
+        if not settings.database_url or self.consumer is not None:
+            return
+        from worker import _db
+        from worker._review_consumer import ReviewConsumer
+        from worker.reviews import Overrides
+
+        try:
+            _db.require_current(settings.database_url)
+        except _db.DatabaseBehind as exc:
+            log.critical("review_store_behind", error=str(exc))
+            raise SystemExit(f"moderation worker: {exc}") from None
+        overrides = Overrides()
+        self.consumer = ReviewConsumer(settings, c.moderation_publisher, overrides).start()
+        c.moderation_pipeline.overrides = overrides
+        log.info("review_store_started", overrides=len(overrides))
+
+    def shutdown(self, c: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+            self.consumer = None
+
+
+STEPS = (Publishing, Metrics, Moderation, Reviews, Health)

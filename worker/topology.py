@@ -73,6 +73,32 @@ def dead_queue(settings: Settings) -> Queue:
     )
 
 
+def _store_queue(settings: Settings, name: str) -> Queue:
+    return Queue(
+        name,
+        exchange=Exchange(""),
+        routing_key=name,
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.dead_queue,
+            "x-dead-letter-strategy": "at-least-once",
+        },
+    )
+
+
+def reviews_queue(settings: Settings) -> Queue:
+    """Verdicts for the review store, with their text (worker -> store)."""
+    return _store_queue(settings, settings.reviews_queue)
+
+
+def decisions_queue(settings: Settings) -> Queue:
+    """Reviewers' decisions (``worker.models.Decision``)."""
+    return _store_queue(settings, settings.decisions_queue)
+
+
 def verdicts_exchange(settings: Settings) -> Exchange:
     """Topic exchange; verdicts nobody has bound for land in the unrouted queue, not nowhere."""
     return Exchange(
@@ -106,3 +132,6 @@ def declare_all(channel: Channel | Connection, settings: Settings) -> None:
     exchange.declare()
     requests.bind_to(exchange, routing_key=settings.requests_queue)
     deferred_queue(settings)(channel).declare()
+    if settings.database_url:  # a review store: its queues
+        reviews_queue(settings)(channel).declare()
+        decisions_queue(settings)(channel).declare()

@@ -33,6 +33,8 @@ class DeadReason(StrEnum):
     METADATA_TOO_LARGE = "metadata_too_large"
     INVALID_UNICODE = "invalid_unicode"
     TENANT_NOT_ALLOWED = "tenant_not_allowed"
+    INVALID_DECISION = "invalid_decision"  # moderation.decisions: not a Decision
+    UNKNOWN_REQUEST = "unknown_request"  # moderation.decisions: no such review item
     INTERNAL_ERROR = "internal_error"
 
 

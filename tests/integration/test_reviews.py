@@ -1,0 +1,97 @@
+"""Humans in the loop, end to end: a real worker, RabbitMQ and PostgreSQL. A review
+verdict is stored with its text, a decision on ``moderation.decisions`` is published as
+the final verdict (``source: human``), and the next identical text is decided by it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from kombu import Connection, Exchange, Producer
+
+from worker import _db
+from worker.client import ModerationClient
+
+pytestmark = pytest.mark.slow
+
+
+def _decide(broker_url: str, decision: dict[str, object]) -> None:
+    with Connection(broker_url) as connection:
+        Producer(connection.channel(), exchange=Exchange("")).publish(
+            json.dumps(decision),
+            routing_key="moderation.decisions",
+            content_type="application/json",
+            delivery_mode=2,
+        )
+
+
+def _stored(database_url: str, request_id: str, timeout: float = 20.0) -> tuple[object, ...]:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT text, action, tenant, author_id FROM review_items WHERE request_id = %s",
+                (request_id,),
+            ).fetchone()
+            if row is not None:
+                return tuple(row)
+            if time.monotonic() > deadline:
+                pytest.fail(f"{request_id} was never stored")
+            time.sleep(0.1)
+
+
+def test_the_worker_refuses_to_start_on_a_database_behind_its_code(start_worker, database_url):
+    worker = start_worker(wait=False, MODERATION_DATABASE_URL=database_url)
+    assert worker.proc is not None
+    assert worker.proc.wait(60) != 0
+    assert "python -m worker db upgrade" in worker.output()
+
+
+def test_review_decision_override_loop(
+    start_worker, client: ModerationClient, database_url: str, broker_url: str
+):
+    _db.upgrade(database_url)
+    start_worker(MODERATION_DATABASE_URL=database_url, MODERATION_OVERRIDES_REFRESH_S="0.2")
+    text = "fuck you, seriously"
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "r1", "text": text, "tenant": "shop", "author": {"id": "u7"}})
+        (first,) = verdicts.drain(1, timeout=30)
+        assert first.action == "review" and first.source == "rules"
+        assert _stored(database_url, "r1") == (text, "review", "shop", "u7")
+
+        _decide(
+            broker_url,
+            {
+                "id": "r1",
+                "tenant": "shop",
+                "decision": "allow",
+                "reviewer": "ana",
+                "note": "banter between friends",
+            },
+        )
+        (final,) = verdicts.drain(1, timeout=30)
+        assert final.id == "r1" and final.source == "human" and final.action == "allow"
+        assert final.reason == "reviewer ana decided allow: banter between friends"
+
+        # the same decision again (a redelivery, a double click): no second verdict
+        _decide(broker_url, {"id": "r1", "tenant": "shop", "decision": "allow", "reviewer": "ana"})
+        # a decision on nothing the store holds is dead-lettered with its reason
+        _decide(broker_url, {"id": "ghost", "tenant": "shop", "decision": "block", "reviewer": "x"})
+        time.sleep(1.0)  # the overrides are read again every 0.2 s
+
+        # the same normalised text again: the person's decision, not another review
+        client.publish({"id": "r2", "text": "FUCK  you, seriously", "tenant": "shop"})
+        # but not for another tenant
+        client.publish({"id": "r3", "text": text, "tenant": "forum"})
+        got = {v.id: v for v in verdicts.drain(2, timeout=30)}
+        assert set(got) == {"r2", "r3"}, "a duplicate decision made a second verdict"
+        assert got["r2"].source == "human" and got["r2"].action == "allow"
+        assert "reviewer ana" in (got["r2"].reason or "")
+        assert got["r3"].source == "rules" and got["r3"].action == "review"
+    dead = {d.headers.get("x-moderation-reason") for d in client.dead_letters(timeout=5)}
+    assert "unknown_request" in dead
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM review_decisions").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM review_items").fetchone() == (2,)  # r1, r3

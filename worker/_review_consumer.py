@@ -1,0 +1,154 @@
+"""The review store's consumer: one thread, its own broker and database connections.
+
+``moderation.reviews`` -> ``ReviewStore.record`` in batches, acked once committed;
+``moderation.decisions`` -> ``ReviewStore.decide``, the final verdict published (acked
+once confirmed), a bad decision dead-lettered with the reason; and every few seconds
+the new overrides read into ``Overrides``. When PostgreSQL is away nothing is acked:
+the messages wait in their queues (or are redelivered) until it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from typing import Any
+
+import structlog
+from kombu import Connection, Consumer
+from pydantic import ValidationError
+
+from worker import topology
+from worker._kombu_compat import raw_deliveries
+from worker._tls import broker_ssl
+from worker.models import Decision
+from worker.publish import Publisher, dead_letter_message, verdict_message
+from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest
+from worker.settings import Settings
+from worker.validate import DeadLetter, DeadReason, Envelope
+
+log = structlog.get_logger("worker.reviews")
+
+_BATCH = 500
+
+
+class ReviewConsumer:
+    def __init__(self, settings: Settings, publisher: Publisher, overrides: Overrides) -> None:
+        assert settings.database_url
+        self.settings = settings
+        self.publisher = publisher
+        self.overrides = overrides
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="moderation-reviews", daemon=True)
+        self._store: ReviewStore | None = None
+        self._items: list[tuple[ReviewItem | None, Any]] = []
+        self._decisions: list[Any] = []
+        self._settled: queue.SimpleQueue[tuple[Any, bool]] = queue.SimpleQueue()
+        self._refreshed = 0.0
+        self.recorded = 0
+        self.decided = 0
+
+    def start(self) -> ReviewConsumer:
+        self._store = ReviewStore(self.settings.database_url or "")
+        self.overrides.refresh(self._store)
+        self._refreshed = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with Connection(
+                    self.settings.broker_url, heartbeat=0, ssl=broker_ssl(self.settings)
+                ) as connection:
+                    self._consume(connection)
+            except Exception as exc:  # the broker or the database: start again
+                log.warning("review_consumer_failed", error=type(exc).__name__)
+                self._items.clear()  # unacked: the broker redelivers them
+                self._decisions.clear()
+                self._stop.wait(1.0)
+
+    def _consume(self, connection: Connection) -> None:
+        channel = connection.channel()
+        topology.declare_all(channel, self.settings)
+        reviews = Consumer(
+            raw_deliveries(channel),
+            queues=[topology.reviews_queue(self.settings)],
+            on_message=self._on_item,
+            prefetch_count=_BATCH,
+            no_ack=False,
+        )
+        decisions = Consumer(
+            raw_deliveries(connection.channel()),
+            queues=[topology.decisions_queue(self.settings)],
+            on_message=self._decisions.append,
+            prefetch_count=50,
+            no_ack=False,
+        )
+        with reviews, decisions:
+            log.info("review_consumer_started")
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    connection.drain_events(timeout=0.1)
+                self._flush()
+
+    def _on_item(self, message: Any) -> None:
+        try:
+            item: ReviewItem | None = ReviewItem.from_json(message.body)
+        except Exception:  # written by a worker: a bug, not input
+            log.exception("review_item_unreadable")
+            item = None
+        self._items.append((item, message))
+
+    def _flush(self) -> None:
+        store = self._ensure_store()
+        if self._items:
+            items, self._items = self._items, []
+            store.record([i for i, _ in items if i is not None])
+            for _, message in items:
+                message.ack()
+            self.recorded += len(items)
+        while self._decisions:
+            self._decide(store, self._decisions.pop(0))
+        while not self._settled.empty():
+            message, ok = self._settled.get()
+            if ok:
+                message.ack()
+            else:
+                message.reject(requeue=True)
+        if time.monotonic() - self._refreshed > self.settings.overrides_refresh_s:
+            self.overrides.refresh(store)
+            self._refreshed = time.monotonic()
+
+    def _decide(self, store: ReviewStore, message: Any) -> None:
+        try:
+            decision = Decision.model_validate_json(message.body)
+            verdict = store.decide(decision)
+        except (ValidationError, UnknownRequest) as exc:
+            reason = "invalid_decision" if isinstance(exc, ValidationError) else "unknown_request"
+            detail = str(exc).splitlines()[0][:300]
+            log.warning("decision_dead_letter", reason=reason, detail=detail)
+            dead = DeadLetter(Envelope(bytes(message.body)), DeadReason(reason), detail)
+            out = [dead_letter_message(dead, self.settings, "reviews")]
+        else:
+            self.decided += 1
+            if verdict is None:  # stored before: a redelivery
+                message.ack()
+                return
+            out = [verdict_message(verdict, self.settings)]
+        self.publisher.submit(out, lambda ok: self._settled.put((message, ok)))
+
+    def _ensure_store(self) -> ReviewStore:
+        if self._store is None or self._store._conn.closed:
+            self._store = ReviewStore(self.settings.database_url or "")
+        return self._store
+
+
+__all__ = ["ReviewConsumer"]

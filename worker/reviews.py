@@ -1,0 +1,241 @@
+"""The review store: verdicts people look at, their decisions, and overrides.
+
+A verdict whose action the tenant records (``review`` by default) goes, besides the
+verdicts exchange, onto ``moderation.reviews`` with the text a reviewer needs; the
+worker's ``Reviews`` step writes those to PostgreSQL in batches and acks them once
+committed, so the store is off the verdict path and nothing is lost when it is slow or
+down (the queue holds them). A decision (``moderation.decisions``) is stored once per
+request and reviewer, becomes an override for the same normalised text, tenant and
+policy version, and is published as the request's final verdict (``source: human``).
+Every worker reads new overrides every few seconds (``Overrides``) and decides such a
+text by the person's decision instead of sending it to review again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg.types.json import Jsonb
+
+from worker import _db
+from worker.models import CATEGORIES, Action, Decision, Source, Verdict
+
+__all__ = ["Override", "Overrides", "ReviewItem", "ReviewStore", "UnknownRequest"]
+
+
+class UnknownRequest(LookupError):
+    """A decision for a request the store never recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """What the store keeps of a recorded verdict (the queue message's body)."""
+
+    verdict: Verdict
+    text: str
+    context: str | None
+    text_digest: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "verdict": self.verdict.model_dump(mode="json"),
+                "text": self.text,
+                "context": self.context,
+                "text_digest": self.text_digest,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, body: bytes) -> ReviewItem:
+        data = orjson.loads(body)
+        return cls(
+            Verdict.model_validate(data["verdict"]),
+            data["text"],
+            data.get("context"),
+            data["text_digest"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    decision: Action
+    categories: tuple[str, ...]
+    reviewer: str
+    request_id: str
+
+
+class ReviewStore:
+    """PostgreSQL side; one connection, used from one thread at a time."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn = _db.connect(url)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def record(self, items: Sequence[ReviewItem]) -> None:
+        """Store items, in one transaction; a redelivered one is stored once."""
+        if not items:
+            return
+        rows = [
+            (
+                i.verdict.id,
+                i.verdict.tenant or "",
+                i.verdict.action.value,
+                i.text,
+                i.context,
+                i.text_digest,
+                i.verdict.author_id,
+                i.verdict.policy_version,
+                Jsonb(i.verdict.model_dump(mode="json")),
+            )
+            for i in items
+        ]
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO review_items (request_id, tenant, action, text, context, "
+                "text_digest, author_id, policy_version, verdict) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    def decide(self, decision: Decision) -> Verdict | None:
+        """Store a decision; the request's final verdict, or ``None`` when this reviewer's
+        decision on it was stored before (a redelivery). Raises ``UnknownRequest``."""
+        tenant = decision.tenant or ""
+        with self._lock, self._conn.transaction():
+            item = self._conn.execute(
+                "SELECT text_digest, policy_version, verdict FROM review_items "
+                "WHERE tenant = %s AND request_id = %s",
+                (tenant, decision.id),
+            ).fetchone()
+            if item is None:
+                raise UnknownRequest(f"no review item {decision.id!r} for tenant {tenant!r}")
+            digest, version, stored = item
+            inserted = self._conn.execute(
+                "INSERT INTO review_decisions (request_id, tenant, reviewer, decision, "
+                "categories, note) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    decision.id,
+                    tenant,
+                    decision.reviewer,
+                    decision.decision,
+                    list(decision.categories),
+                    decision.note,
+                ),
+            ).rowcount
+            if not inserted:
+                return None
+            self._conn.execute(
+                "UPDATE review_items SET decided_at = now() WHERE tenant = %s AND request_id = %s",
+                (tenant, decision.id),
+            )
+            if decision.decision != Action.REVIEW.value:  # an escalation decides nothing
+                self._conn.execute(
+                    "INSERT INTO review_overrides (tenant, policy_version, text_digest, "
+                    "decision, categories, reviewer, request_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (tenant, policy_version, text_digest) DO UPDATE SET "
+                    "decision = EXCLUDED.decision, categories = EXCLUDED.categories, "
+                    "reviewer = EXCLUDED.reviewer, request_id = EXCLUDED.request_id, "
+                    "updated_at = clock_timestamp()",
+                    (
+                        tenant,
+                        version,
+                        digest,
+                        decision.decision,
+                        list(decision.categories),
+                        decision.reviewer,
+                        decision.id,
+                    ),
+                )
+        return human_verdict(Verdict.model_validate(stored), decision)
+
+    def overrides_since(
+        self, after: datetime | None
+    ) -> list[tuple[tuple[str, str, str], Override, datetime]]:
+        with self._lock, self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT tenant, policy_version, text_digest, decision, categories, reviewer, "
+                "request_id, updated_at FROM review_overrides "
+                "WHERE %s::timestamptz IS NULL OR updated_at > %s ORDER BY updated_at",
+                (after, after),
+            ).fetchall()
+        return [
+            ((t, v, d), Override(Action(a), tuple(c), r, rid), at)
+            for t, v, d, a, c, r, rid, at in rows
+        ]
+
+    def pending(self, tenant: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        """The queue, oldest first (for the page and the tests)."""
+        with self._lock, self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT request_id, action, text, context, verdict, received_at FROM "
+                "review_items WHERE tenant = %s AND decided_at IS NULL "
+                "ORDER BY received_at LIMIT %s",
+                (tenant or "", limit),
+            ).fetchall()
+        return [
+            dict(zip(("id", "action", "text", "context", "verdict", "received_at"), r, strict=True))
+            for r in rows
+        ]
+
+
+def human_verdict(original: Verdict, decision: Decision) -> Verdict:
+    """The request's final verdict, as the reviewer decided it."""
+    action = Action(decision.decision)
+    chosen = set(decision.categories)
+    reason = f"reviewer {decision.reviewer} decided {action.value}"
+    if decision.note:
+        reason += f": {decision.note}"
+    return original.model_copy(
+        update={
+            "action": action,
+            "flagged": action is not Action.ALLOW,
+            "categories": {c: c in chosen for c in CATEGORIES},
+            "source": Source.HUMAN,
+            "reason": reason,
+            "user_reason": None,
+            "usage": original.usage.model_copy(
+                update={"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
+            ),
+            "cost_usd": 0.0,
+            "redelivered": False,
+            "latency_ms": 0.0,
+        }
+    )
+
+
+class Overrides:
+    """The overrides in force, in memory: read by the pipeline on the loop thread,
+    refreshed from the store by the ``Reviews`` step's thread."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str, str], Override] = {}
+        self._seen: datetime | None = None
+
+    def get(self, tenant: str | None, policy_version: str, digest: str) -> Override | None:
+        if not self._by_key:
+            return None
+        return self._by_key.get((tenant or "", policy_version, digest))
+
+    def add(self, rows: Iterable[tuple[tuple[str, str, str], Override, datetime]]) -> None:
+        for key, override, at in rows:
+            self._by_key[key] = override  # a dict item assignment is atomic
+            self._seen = at if self._seen is None or at > self._seen else self._seen
+
+    def refresh(self, store: ReviewStore) -> int:
+        rows = store.overrides_since(self._seen)
+        self.add(rows)
+        return len(rows)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
