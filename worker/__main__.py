@@ -4,6 +4,7 @@ moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
 schemas [--check] write (or check) schemas/*.json from the models
 health            exit 0 when this pod's worker is alive (for probes)
 db upgrade|status the review store's schema (MODERATION_DATABASE_URL)
+review-ui         the review page for moderators (MODERATION_REVIEW_LOGINS)
 warm              compile the policy into MODERATION_CACHE_DIR ahead of a start
 eval DATASET      precision/recall of the pipeline on a labelled set
 bench             the throughput and token benchmark
@@ -237,6 +238,18 @@ def _db_command(args: argparse.Namespace) -> int:
     return 0 if have >= latest else 1
 
 
+def _review_ui(args: argparse.Namespace) -> int:
+    from worker._logging import configure
+    from worker.review_ui import serve
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level)
+    print(f"review-ui: http://{args.host}:{args.port}/", file=sys.stderr)
+    serve(settings, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m worker",
@@ -265,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="the review store's schema (MODERATION_DATABASE_URL)")
     db.add_argument("action", choices=["upgrade", "status"])
     db.set_defaults(run=_db_command)
+    ui = commands.add_parser("review-ui", help="the review page for moderators")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8090)
+    ui.set_defaults(run=_review_ui)
     warm = commands.add_parser(
         "warm", help="compile the policy into MODERATION_CACHE_DIR (image builds, init containers)"
     )

@@ -387,7 +387,8 @@ class Intake:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("review_item_unreadable", message_id=verdict.id)
             return None
-        item = ReviewItem(verdict, text, request.get("context"), digest(cache_form(text)))
+        context = request.get("context")
+        item = ReviewItem(verdict, text, context, digest(cache_form(text)), time.time())
         return OutMessage(exchange="", routing_key=self.settings.reviews_queue, body=item.to_json())
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:

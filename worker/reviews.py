@@ -14,6 +14,7 @@ text by the person's decision instead of sending it to review again.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ class ReviewItem:
     text: str
     context: str | None
     text_digest: str
+    at: float = 0.0  # when the worker decided it (epoch seconds): the queue's order
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -48,6 +50,7 @@ class ReviewItem:
                 "text": self.text,
                 "context": self.context,
                 "text_digest": self.text_digest,
+                "at": self.at,
             }
         )
 
@@ -59,6 +62,7 @@ class ReviewItem:
             data["text"],
             data.get("context"),
             data["text_digest"],
+            float(data.get("at") or time.time()),
         )
 
 
@@ -96,14 +100,16 @@ class ReviewStore:
                 i.verdict.author_id,
                 i.verdict.policy_version,
                 Jsonb(i.verdict.model_dump(mode="json")),
+                i.at or time.time(),
             )
             for i in items
         ]
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO review_items (request_id, tenant, action, text, context, "
-                "text_digest, author_id, policy_version, verdict) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "text_digest, author_id, policy_version, verdict, received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s)) "
+                "ON CONFLICT DO NOTHING",
                 rows,
             )
 
@@ -180,7 +186,7 @@ class ReviewStore:
             rows = self._conn.execute(
                 "SELECT request_id, action, text, context, verdict, received_at FROM "
                 "review_items WHERE tenant = %s AND decided_at IS NULL "
-                "ORDER BY received_at LIMIT %s",
+                "ORDER BY received_at, request_id LIMIT %s",
                 (tenant or "", limit),
             ).fetchall()
         return [

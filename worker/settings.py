@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.models import Action
@@ -28,6 +35,13 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float]] = {
     "gpt-4.1-nano": (0.10, 0.025, 0.40),
     "gpt-4o": (2.50, 1.25, 10.00),
 }
+
+
+class ReviewLogin(BaseModel):
+    """One reviewer of the review page: their secret and the tenants they review."""
+
+    secret: SecretStr
+    tenants: list[str] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -92,6 +106,18 @@ class Settings(BaseSettings):
     )
     decisions_queue: str = Field(
         default="moderation.decisions", description="Queue reviewers' decisions arrive on."
+    )
+    review_logins: dict[str, ReviewLogin] = Field(
+        default_factory=dict,
+        description='JSON `{"reviewer": {"secret": "...", "tenants": ["acme"]}}`: who may '
+        "log in to the review page and whose items they see and decide (`_` is the base "
+        "policy's, requests without a tenant). Secrets may come from a file "
+        "(`MODERATION_REVIEW_LOGINS_FILE`).",
+    )
+    review_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the review page's session cookies; unset: a random one per "
+        "process (logins do not survive a restart, or reach another replica).",
     )
     overrides_refresh_s: float = Field(
         default=2.0,
