@@ -180,6 +180,16 @@ def _eval(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure("WARNING")
     samples = [sample for dataset in args.dataset for sample in load(Path(dataset))]
+    if args.from_reviews:
+        from worker.evaluate import from_reviews
+
+        if not settings.database_url:
+            print("eval: --from-reviews needs MODERATION_DATABASE_URL", file=sys.stderr)
+            return 2
+        samples += from_reviews(settings.database_url)
+    if not samples:
+        print("eval: no samples (give a dataset or --from-reviews)", file=sys.stderr)
+        return 2
     if args.limit:
         samples = samples[: args.limit]
     if args.batch_size:
@@ -238,6 +248,29 @@ def _db_command(args: argparse.Namespace) -> int:
     return 0 if have >= latest else 1
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from worker.calibrate import calibrate, patch, render
+    from worker.models import Action
+    from worker.reviews import ReviewStore, decided
+    from worker.settings import get_settings
+
+    url = get_settings().database_url
+    if not url:
+        print("calibrate: set MODERATION_DATABASE_URL (the review store)", file=sys.stderr)
+        return 2
+    store = ReviewStore(url)
+    items = decided(store, args.tenant)
+    store.close()
+    action = Action(args.action)
+    rows = calibrate(items, args.precision, action)
+    print(f"{len(items)} decided items")
+    print(render(rows, args.precision, action))
+    if args.write:
+        Path(args.write).write_text(patch(rows, action, args.tenant))
+        print(f"policy patch written to {args.write}")
+    return 0
+
+
 def _review_ui(args: argparse.Namespace) -> int:
     from worker._logging import configure
     from worker.review_ui import serve
@@ -278,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="the review store's schema (MODERATION_DATABASE_URL)")
     db.add_argument("action", choices=["upgrade", "status"])
     db.set_defaults(run=_db_command)
+    cal = commands.add_parser("calibrate", help="thresholds from reviewers' decisions")
+    cal.add_argument("--precision", type=float, default=0.9, help="target precision")
+    cal.add_argument("--action", choices=["block", "review", "flag"], default="block")
+    cal.add_argument("--tenant", help="one tenant's decisions (default: all)")
+    cal.add_argument("--write", metavar="FILE", help="also write the thresholds as a policy patch")
+    cal.set_defaults(run=_calibrate)
     ui = commands.add_parser("review-ui", help="the review page for moderators")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8090)
@@ -289,8 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("eval", help="precision/recall on a labelled set")
     evaluate.add_argument(
         "dataset",
-        nargs="+",
+        nargs="*",
         help="samples-1680 JSONL(.gz), CSV with text,label, or Multilingual HateCheck CSV(.gz)",
+    )
+    evaluate.add_argument(
+        "--from-reviews",
+        action="store_true",
+        help="also the review store's decided items, labelled by the reviewers' decisions",
     )
     evaluate.add_argument("--rules-only", action="store_true", help="LLM stage off")
     evaluate.add_argument("--limit", type=int, default=0)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from worker._eval_groups import group_report, render_groups
-from worker.models import CATEGORIES, Source, Verdict
+from worker.models import CATEGORIES, Action, Source, Verdict
 from worker.pipeline import DeadLetter, Pipeline
 from worker.validate import Envelope
 
@@ -75,6 +75,29 @@ def load(path: Path) -> list[Sample]:
                 CODES[code]: (None if row.get(code) is None else bool(row[code])) for code in CODES
             }
             samples.append(Sample(row["prompt"], labels))
+    return samples
+
+
+def from_reviews(database_url: str, tenant: str | None = None) -> list[Sample]:
+    """What reviewers decided, as samples: an allow is negative for every category, a
+    flag or block positive for the categories named (any, when none are), grouped by
+    tenant so the report shows each."""
+    from worker.reviews import ReviewStore, decided
+
+    store = ReviewStore(database_url)
+    try:
+        items = decided(store, tenant)
+    finally:
+        store.close()
+    samples = []
+    for item in items:
+        if item.decision is Action.ALLOW:
+            labels: dict[str, bool | None] = dict.fromkeys(CATEGORIES, False)
+        elif item.categories:
+            labels = {c: c in item.categories for c in CATEGORIES}
+        else:
+            labels = {"any": True}
+        samples.append(Sample(item.text, labels, group=f"reviews:{item.tenant or '_'}"))
     return samples
 
 

@@ -26,7 +26,15 @@ from psycopg.types.json import Jsonb
 from worker import _db
 from worker.models import CATEGORIES, Action, Decision, Source, Verdict
 
-__all__ = ["Override", "Overrides", "ReviewItem", "ReviewStore", "UnknownRequest"]
+__all__ = [
+    "Decided",
+    "Override",
+    "Overrides",
+    "ReviewItem",
+    "ReviewStore",
+    "UnknownRequest",
+    "decided",
+]
 
 
 class UnknownRequest(LookupError):
@@ -193,6 +201,36 @@ class ReviewStore:
             dict(zip(("id", "action", "text", "context", "verdict", "received_at"), r, strict=True))
             for r in rows
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A stored item with its latest decision: what calibrate and eval learn from."""
+
+    request_id: str
+    tenant: str
+    text: str
+    decision: Action
+    categories: tuple[str, ...]
+    scores: dict[str, float]
+    source: str  # what decided the item before the person did
+
+
+def decided(store: ReviewStore, tenant: str | None = None) -> list[Decided]:
+    """Every decided item (the latest decision per item; escalations left out)."""
+    with store._lock, store._conn.transaction():
+        rows = store._conn.execute(
+            "SELECT DISTINCT ON (i.tenant, i.request_id) i.request_id, i.tenant, i.text, "
+            "d.decision, d.categories, i.verdict FROM review_items i JOIN review_decisions d "
+            "USING (tenant, request_id) WHERE d.decision <> 'review' "
+            "AND (%s::text IS NULL OR i.tenant = %s) "
+            "ORDER BY i.tenant, i.request_id, d.decided_at DESC",
+            (tenant, tenant),
+        ).fetchall()
+    return [
+        Decided(rid, t, text, Action(d), tuple(c), v.get("category_scores") or {}, v["source"])
+        for rid, t, text, d, c, v in rows
+    ]
 
 
 def human_verdict(original: Verdict, decision: Decision) -> Verdict:
