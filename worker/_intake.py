@@ -377,6 +377,16 @@ class Intake:
             self.loop.call_soon(self._batch_finished)
         self.heap.after_batch()
 
+    def _reviewed(self, verdict: Verdict) -> bool:
+        """Whether the review store records this verdict (its tenant's policy says which
+        actions, else ``MODERATION_REVIEW_ACTIONS``)."""
+        if not self._review_actions or verdict.source == Source.HUMAN:
+            return False
+        actions = self.pipeline.policies.current.for_tenant(verdict.tenant).review_store
+        if actions is None:
+            return verdict.action in self._review_actions
+        return verdict.action.value in actions
+
     def _review_item(self, verdict: Verdict, message: Any) -> OutMessage | None:
         """The review store's copy of a verdict, with the text a reviewer reads (the
         request is parsed again: a review is rare, and the verdict path keeps no text)."""
@@ -419,7 +429,7 @@ class Intake:
                 self.hooks.verdict(outcome)
                 latencies.append(outcome.latency_ms / 1000)
                 out.append(verdict_message(outcome, self.settings))
-                if outcome.action in self._review_actions and outcome.source != Source.HUMAN:
+                if self._reviewed(outcome):
                     item = self._review_item(outcome, message)
                     if item is not None:
                         out.append(item)

@@ -32,6 +32,7 @@ class TenantPolicy:
     fallback: Fallback
     language_thresholds: dict[str, dict[str, Thresholds]] = field(default_factory=dict)
     signals: SignalRules = field(default_factory=SignalRules)
+    review_store: tuple[str, ...] | None = None  # None: the settings' review_actions
     limits: Limits = field(init=False)
     _language_limits: dict[str, Limits] = field(init=False)
 
@@ -62,6 +63,10 @@ def compile_tenant(spec: PolicyFile, tenant: str | None) -> TenantPolicy:
             code: layer_thresholds(*layers, language=code) for code in sorted(languages)
         },
         signals=compile_signal_rules(*layers),
+        review_store=next(
+            (layer.review_store for layer in reversed(layers) if layer.review_store is not None),
+            None,
+        ),
     )
 
 

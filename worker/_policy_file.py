@@ -116,6 +116,11 @@ class PolicyLayer(_Strict):
     )
     rules: tuple[Rule, ...] = ()
     signals: SignalsField = None
+    review_store: tuple[Literal["review", "flag", "block"], ...] | None = Field(
+        default=None,
+        description="Verdict actions this layer's requests record in the review store "
+        "(unset: MODERATION_REVIEW_ACTIONS).",
+    )
     disable: tuple[str, ...] = Field(
         default=(),
         description="Base rule ids (text or signal rules) to switch off; a trailing * "

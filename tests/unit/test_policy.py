@@ -131,3 +131,16 @@ def test_shadow_policy_is_recorded_not_enforced(tmp_path, pipeline_without_llm):
         "action": None,
         "rule_ids": [],
     }
+
+
+def test_tenants_choose_which_actions_the_review_store_records(tmp_path):
+    policy = Policy.load(
+        write(
+            tmp_path,
+            "review_store: [review]\ntenants:\n  strict:\n    review_store: [review, block]\n  plain: {}\n",
+        )
+    )
+    assert policy.for_tenant(None).review_store == ("review",)
+    assert policy.for_tenant("strict").review_store == ("review", "block")
+    assert policy.for_tenant("plain").review_store == ("review",)  # the base's
+    assert Policy.load(write(tmp_path, "name: x\n", "q.yaml")).for_tenant(None).review_store is None

@@ -1,0 +1,117 @@
+"""A flood of review verdicts with the review store on and off: does storing them slow
+the verdict path?
+
+    python bench/reviews.py [--messages 10000] [--rounds 2] [--workers 1]
+
+The workers run with the LLM stage off, so every message the rules do not decide gets
+the fallback action, ``review``: every verdict is a review verdict. Each round runs the
+same messages with the store off, then on (``MODERATION_DATABASE_URL``, a database of
+the run's own), and prints verdicts/s from the first to the last verdict, and for the
+store how long after the last verdict the last item was committed. RabbitMQ vhost and
+database are the run's own and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from worker import _db  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+from worker.testing.amqp import (  # noqa: E402
+    Outgoing,
+    Producer,
+    VerdictCollector,
+    WorkerLauncher,
+    temporary_vhost,
+)
+
+ADMIN = os.environ.get("MODERATION_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _round(broker_url: str, env: dict[str, str], n: int, workers: int, tag: str) -> dict:
+    bodies = [
+        Outgoing(f"{tag}-{i}", f'{{"id":"{tag}-{i}","text":"an ordinary message {i}"}}'.encode())
+        for i in range(n)
+    ]
+    with tempfile.TemporaryDirectory() as logs, WorkerLauncher(env, Path(logs)) as launcher:
+        launcher.start_many(workers)
+        with VerdictCollector(broker_url, Settings(broker_url=broker_url), prefix=tag) as col:
+            started = time.monotonic()
+            Producer(broker_url, retry=False).publish(bodies, window=1000, deadline_s=300)
+            missing = col.wait_for({b.key for b in bodies}, timeout=300)
+            with col.lock:
+                times = sorted(col.first_at.values())
+    return {
+        "verdicts": len(times),
+        "missing": len(missing),
+        "msg_s": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0,
+        "last_verdict": times[-1] if times else started,
+    }
+
+
+def _stored_by(database_url: str, tag: str, n: int, timeout: float = 120.0) -> float | None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM review_items WHERE request_id LIKE %s", (f"{tag}-%",)
+            ).fetchone()
+            if row and row[0] >= n:
+                return time.monotonic()
+            time.sleep(0.05)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    name = f"moderation_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        _db.upgrade(database_url)
+        with temporary_vhost("moderation-bench") as vhost:
+            broker_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+            base = {
+                k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "OPENAI_"))
+            }
+            base.update(MODERATION_BROKER_URL=broker_url, MODERATION_METRICS_PORT="0")
+            print(f"{args.messages} messages a run, all review verdicts, {args.workers} worker(s)")
+            print(f"{'round':>5} {'store':>5} {'verdicts/s':>11} {'missing':>8} {'stored +s':>10}")
+            for r in range(1, args.rounds + 1):
+                for store in (False, True):
+                    tag = f"r{r}{'on' if store else 'off'}{uuid.uuid4().hex[:4]}"
+                    env = {**base, **({"MODERATION_DATABASE_URL": database_url} if store else {})}
+                    result = _round(broker_url, env, args.messages, args.workers, tag)
+                    lag = "-"
+                    if store:
+                        at = _stored_by(database_url, tag, args.messages)
+                        lag = f"{at - result['last_verdict']:.2f}" if at else "timeout"
+                    print(
+                        f"{r:>5} {'on' if store else 'off':>5} {result['msg_s']:>11,.0f} "
+                        f"{result['missing']:>8} {lag:>10}",
+                        flush=True,
+                    )
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
