@@ -5,8 +5,9 @@ the verdict path?
 
 The workers run with the LLM stage off, so every message the rules do not decide gets
 the fallback action, ``review``: every verdict is a review verdict. Each round runs the
-same messages with the store off, then on (``MODERATION_DATABASE_URL``, a database of
-the run's own), and prints verdicts/s from the first to the last verdict, and for the
+same number of messages with the store off, written by the worker itself, and written
+by a ``python -m worker review-store`` process of its own (the worker only publishes
+the items), and prints verdicts/s from the first to the last verdict, and for the
 store how long after the last verdict the last item was committed. RabbitMQ vhost and
 database are the run's own and removed at the end.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,18 +95,34 @@ def main() -> None:
             }
             base.update(MODERATION_BROKER_URL=broker_url, MODERATION_METRICS_PORT="0")
             print(f"{args.messages} messages a run, all review verdicts, {args.workers} worker(s)")
-            print(f"{'round':>5} {'store':>5} {'verdicts/s':>11} {'missing':>8} {'stored +s':>10}")
+            print(f"{'round':>5} {'store':>8} {'verdicts/s':>11} {'missing':>8} {'stored +s':>10}")
+            store_env = {**base, "MODERATION_DATABASE_URL": database_url}
             for r in range(1, args.rounds + 1):
-                for store in (False, True):
-                    tag = f"r{r}{'on' if store else 'off'}{uuid.uuid4().hex[:4]}"
-                    env = {**base, **({"MODERATION_DATABASE_URL": database_url} if store else {})}
-                    result = _round(broker_url, env, args.messages, args.workers, tag)
-                    lag = "-"
-                    if store:
-                        at = _stored_by(database_url, tag, args.messages)
-                        lag = f"{at - result['last_verdict']:.2f}" if at else "timeout"
+                for mode in ("off", "worker", "separate"):
+                    tag = f"r{r}{mode}{uuid.uuid4().hex[:4]}"
+                    env = base if mode == "off" else store_env
+                    separate = None
+                    if mode == "separate":
+                        env = {**store_env, "MODERATION_REVIEW_STORE_IN_WORKER": "false"}
+                        separate = subprocess.Popen(
+                            [sys.executable, "-m", "worker", "review-store"],
+                            cwd=ROOT,
+                            env=store_env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    try:
+                        result = _round(broker_url, env, args.messages, args.workers, tag)
+                        lag = "-"
+                        if mode != "off":
+                            at = _stored_by(database_url, tag, args.messages)
+                            lag = f"{at - result['last_verdict']:.2f}" if at else "timeout"
+                    finally:
+                        if separate is not None:
+                            separate.terminate()
+                            separate.wait(20)
                     print(
-                        f"{r:>5} {'on' if store else 'off':>5} {result['msg_s']:>11,.0f} "
+                        f"{r:>5} {mode:>8} {result['msg_s']:>11,.0f} "
                         f"{result['missing']:>8} {lag:>10}",
                         flush=True,
                     )

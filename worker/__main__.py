@@ -4,6 +4,7 @@ moderate [FILE]   run the pipeline in-process on JSON Lines (stdin by default)
 schemas [--check] write (or check) schemas/*.json from the models
 health            exit 0 when this pod's worker is alive (for probes)
 db upgrade|status the review store's schema (MODERATION_DATABASE_URL)
+review-store      write review items and decisions to the store (its own process)
 review-ui         the review page for moderators (MODERATION_REVIEW_LOGINS)
 warm              compile the policy into MODERATION_CACHE_DIR ahead of a start
 eval DATASET      precision/recall of the pipeline on a labelled set
@@ -271,6 +272,38 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_store(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from worker import _db
+    from worker._logging import configure
+    from worker._review_consumer import ReviewConsumer
+    from worker.publish import Publisher
+    from worker.reviews import Overrides
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level)
+    if not settings.database_url:
+        print("review-store: set MODERATION_DATABASE_URL", file=sys.stderr)
+        return 2
+    try:
+        _db.require_current(settings.database_url)
+    except _db.DatabaseBehind as exc:
+        print(f"review-store: {exc}", file=sys.stderr)
+        return 1
+    publisher = Publisher(settings, name="review-store-publisher").start()
+    consumer = ReviewConsumer(settings, publisher, Overrides()).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    consumer.stop()
+    publisher.stop(timeout=5)
+    return 0
+
+
 def _review_ui(args: argparse.Namespace) -> int:
     from worker._logging import configure
     from worker.review_ui import serve
@@ -317,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--tenant", help="one tenant's decisions (default: all)")
     cal.add_argument("--write", metavar="FILE", help="also write the thresholds as a policy patch")
     cal.set_defaults(run=_calibrate)
+    rs = commands.add_parser(
+        "review-store", help="write review items and decisions to the store (a process of its own)"
+    )
+    rs.set_defaults(run=_review_store)
     ui = commands.add_parser("review-ui", help="the review page for moderators")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8090)

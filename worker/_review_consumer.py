@@ -9,7 +9,6 @@ the messages wait in their queues (or are redelivered) until it is back.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
@@ -34,9 +33,19 @@ _BATCH = 500
 
 
 class ReviewConsumer:
-    def __init__(self, settings: Settings, publisher: Publisher, overrides: Overrides) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: Publisher | None,
+        overrides: Overrides,
+        consume: bool = True,
+    ) -> None:
+        """``consume`` False: only keep ``overrides`` fresh (the store's queues are
+        consumed by ``python -m worker review-store`` processes of their own)."""
         assert settings.database_url
+        assert publisher is not None or not consume
         self.settings = settings
+        self.consume = consume
         self.publisher = publisher
         self.overrides = overrides
         self._stop = threading.Event()
@@ -63,6 +72,14 @@ class ReviewConsumer:
     # -- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        if not self.consume:
+            while not self._stop.wait(self.settings.overrides_refresh_s):
+                try:
+                    self.overrides.refresh(self._ensure_store())
+                except Exception as exc:  # the database is away: the old ones hold
+                    log.warning("overrides_refresh_failed", error=type(exc).__name__)
+                    self._store = None
+            return
         while not self._stop.is_set():
             try:
                 with Connection(
@@ -70,7 +87,7 @@ class ReviewConsumer:
                 ) as connection:
                     self._consume(connection)
             except Exception as exc:  # the broker or the database: start again
-                log.warning("review_consumer_failed", error=type(exc).__name__)
+                log.warning("review_consumer_failed", error=type(exc).__name__, exc_info=True)
                 self._items.clear()  # unacked: the broker redelivers them
                 self._decisions.clear()
                 self._stop.wait(1.0)
@@ -95,9 +112,25 @@ class ReviewConsumer:
         with reviews, decisions:
             log.info("review_consumer_started")
             while not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    connection.drain_events(timeout=0.1)
+                self._gather(connection)
                 self._flush()
+
+    def _gather(self, connection: Connection) -> None:
+        """Take in what has arrived, up to a batch: ``drain_events`` delivers one
+        message a call, and a transaction per item would cap the store at the
+        database's round trips."""
+        deadline = time.monotonic() + 0.1
+        while len(self._items) < _BATCH and not self._decisions:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # once something waits, only what is already here joins it
+            timeout = 0.01 if self._items else left
+            try:
+                connection.drain_events(timeout=timeout)
+            except TimeoutError:
+                if self._items:
+                    return
 
     def _on_item(self, message: Any) -> None:
         try:
@@ -112,8 +145,8 @@ class ReviewConsumer:
         if self._items:
             items, self._items = self._items, []
             store.record([i for i, _ in items if i is not None])
-            for _, message in items:
-                message.ack()
+            last = items[-1][1]  # one channel, delivered in order: ack all of the batch
+            last.channel.basic_ack(last.delivery_tag, multiple=True)
             self.recorded += len(items)
         while self._decisions:
             self._decide(store, self._decisions.pop(0))
@@ -143,6 +176,7 @@ class ReviewConsumer:
                 message.ack()
                 return
             out = [verdict_message(verdict, self.settings)]
+        assert self.publisher is not None
         self.publisher.submit(out, lambda ok: self._settled.put((message, ok)))
 
     def _ensure_store(self) -> ReviewStore:

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="Signs the review page's session cookies; unset: a random one per "
         "process (logins do not survive a restart, or reach another replica).",
     )
+    review_store_in_worker: bool = Field(
+        default=True,
+        description="Whether each worker also writes the review store (consumes "
+        "moderation.reviews and moderation.decisions); false: run `python -m worker "
+        "review-store` processes for that, and the workers only read overrides.",
+    )
     overrides_refresh_s: float = Field(
         default=2.0,
         gt=0,

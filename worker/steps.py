@@ -224,7 +224,9 @@ class Reviews(bootsteps.StartStopStep):
             log.critical("review_store_behind", error=str(exc))
             raise SystemExit(f"moderation worker: {exc}") from None
         overrides = Overrides()
-        self.consumer = ReviewConsumer(settings, c.moderation_publisher, overrides).start()
+        self.consumer = ReviewConsumer(
+            settings, c.moderation_publisher, overrides, consume=settings.review_store_in_worker
+        ).start()
         c.moderation_pipeline.overrides = overrides
         log.info("review_store_started", overrides=len(overrides))
 

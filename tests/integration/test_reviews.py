@@ -5,7 +5,10 @@ the final verdict (``source: human``), and the next identical text is decided by
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -13,6 +16,8 @@ from kombu import Connection, Exchange, Producer
 
 from worker import _db
 from worker.client import ModerationClient
+
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +54,36 @@ def test_the_worker_refuses_to_start_on_a_database_behind_its_code(start_worker,
     assert "python -m worker db upgrade" in worker.output()
 
 
+@pytest.fixture
+def review_store(worker_env: dict[str, str], tmp_path) -> Iterator[Callable[[str], None]]:
+    """Starts ``python -m worker review-store`` (stopped after the test)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(database_url: str) -> None:
+        log = (tmp_path / "review-store.log").open("wb")
+        env = {**worker_env, "MODERATION_DATABASE_URL": database_url}
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "worker", "review-store"], cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+        )  # fmt: skip
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.mark.parametrize("store", ["in the worker", "a process of its own"])
 def test_review_decision_override_loop(
-    start_worker, client: ModerationClient, database_url: str, broker_url: str
-):
+    start_worker, client: ModerationClient, database_url: str, broker_url: str, review_store,
+    store: str,
+):  # fmt: skip
     _db.upgrade(database_url)
-    start_worker(MODERATION_DATABASE_URL=database_url, MODERATION_OVERRIDES_REFRESH_S="0.2")
+    env = {"MODERATION_DATABASE_URL": database_url, "MODERATION_OVERRIDES_REFRESH_S": "0.2"}
+    if store == "a process of its own":
+        env["MODERATION_REVIEW_STORE_IN_WORKER"] = "false"
+        review_store(database_url)
+    start_worker(**env)
     text = "fuck you, seriously"
     with client.subscribe("#") as verdicts:
         client.publish({"id": "r1", "text": text, "tenant": "shop", "author": {"id": "u7"}})

@@ -137,7 +137,8 @@ def test_tenants_choose_which_actions_the_review_store_records(tmp_path):
     policy = Policy.load(
         write(
             tmp_path,
-            "review_store: [review]\ntenants:\n  strict:\n    review_store: [review, block]\n  plain: {}\n",
+            "review_store: [review]\ntenants:\n"
+            "  strict:\n    review_store: [review, block]\n  plain: {}\n",
         )
     )
     assert policy.for_tenant(None).review_store == ("review",)
