@@ -162,6 +162,7 @@ def test_a_moderator_reviews_on_the_page(
         (final,) = verdicts.drain(1, timeout=30)
         assert final.id == current and final.source == "human" and final.action == "allow"
         assert "reviewer ana" in (final.reason or "")
+        browser.refresh()  # the page came back before the worker stored the decision
         left = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, ".item")]
         assert left == list({"x1", "x2"} - {current})
         _screenshot(browser, tmp_path, "review-queue-after")
