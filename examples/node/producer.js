@@ -18,6 +18,7 @@ const path = require('node:path');
 
 const amqp = require('amqplib');
 const Ajv2020 = require('ajv/dist/2020');
+const addFormats = require('ajv-formats');
 
 const SCHEMA_DIR = path.resolve(__dirname, '..', '..', 'schemas');
 const REQUESTS_QUEUE = 'moderation.requests';
@@ -33,6 +34,7 @@ class Failure extends Error {}
 function loadValidators() {
   // JSON Schema draft 2020-12, so Ajv's 2020 build. allErrors: report every problem.
   const ajv = new Ajv2020({ allErrors: true, strict: true });
+  addFormats(ajv); // "date-time" (author.created_at) and the other standard formats
   const load = (name) => {
     const file = path.join(SCHEMA_DIR, name);
     let schema;
