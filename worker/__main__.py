@@ -252,7 +252,7 @@ def _db_command(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from worker.calibrate import calibrate, patch, render
     from worker.models import Action
-    from worker.reviews import ReviewStore, decided
+    from worker.reviews import ReviewStore
     from worker.settings import get_settings
 
     url = get_settings().database_url
@@ -260,7 +260,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         print("calibrate: set MODERATION_DATABASE_URL (the review store)", file=sys.stderr)
         return 2
     store = ReviewStore(url)
-    items = decided(store, args.tenant)
+    items = store.decided(args.tenant)
     store.close()
     action = Action(args.action)
     rows = calibrate(items, args.precision, action)

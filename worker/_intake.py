@@ -215,20 +215,17 @@ class Intake:
             self._count_next()
 
     def _count_in_place(self) -> None:
-        """At shutdown the loop may not run callbacks: settle the counting here."""
-        if self._counting is not None:
+        """At shutdown the loop may not run callbacks: settle the counting here (a
+        group counted twice counts once: members are message ids)."""
+        while self._counting is not None or self._to_count:
+            if self._counting is None:
+                self._counting, self._to_count = self._to_count, []
             group = self._counting
             future: Future[list[Signals | None]] = Future()
             try:
                 future.set_result(self.pipeline.count([g.request for g in group]))
             except Exception as exc:
                 future.set_exception(exc)
-            self._counted(group, future)
-        while self._to_count:
-            group, self._to_count = self._to_count, []
-            self._counting = group
-            future = Future()
-            future.set_result(self.pipeline.count([g.request for g in group]))
             self._counted(group, future)
 
     def _route(

@@ -180,7 +180,7 @@ class ReviewConsumer:
         self.publisher.submit(out, lambda ok: self._settled.put((message, ok)))
 
     def _ensure_store(self) -> ReviewStore:
-        if self._store is None or self._store._conn.closed:
+        if self._store is None or self._store.closed:
             self._store = ReviewStore(self.settings.database_url or "")
         return self._store
 

@@ -82,11 +82,11 @@ def from_reviews(database_url: str, tenant: str | None = None) -> list[Sample]:
     """What reviewers decided, as samples: an allow is negative for every category, a
     flag or block positive for the categories named (any, when none are), grouped by
     tenant so the report shows each."""
-    from worker.reviews import ReviewStore, decided
+    from worker.reviews import ReviewStore
 
     store = ReviewStore(database_url)
     try:
-        items = decided(store, tenant)
+        items = store.decided(tenant)
     finally:
         store.close()
     samples = []

@@ -33,7 +33,6 @@ __all__ = [
     "ReviewItem",
     "ReviewStore",
     "UnknownRequest",
-    "decided",
 ]
 
 
@@ -188,6 +187,26 @@ class ReviewStore:
             for t, v, d, a, c, r, rid, at in rows
         ]
 
+    def decided(self, tenant: str | None = None) -> list[Decided]:
+        """Every decided item (the latest decision per item; escalations left out)."""
+        with self._lock, self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT DISTINCT ON (i.tenant, i.request_id) i.request_id, i.tenant, i.text, "
+                "d.decision, d.categories, i.verdict FROM review_items i JOIN review_decisions d "
+                "USING (tenant, request_id) WHERE d.decision <> 'review' "
+                "AND (%s::text IS NULL OR i.tenant = %s) "
+                "ORDER BY i.tenant, i.request_id, d.decided_at DESC",
+                (tenant, tenant),
+            ).fetchall()
+        return [
+            Decided(rid, t, text, Action(d), tuple(c), v.get("category_scores") or {}, v["source"])
+            for rid, t, text, d, c, v in rows
+        ]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._conn.closed)
+
     def pending(self, tenant: str | None, limit: int = 100) -> list[dict[str, Any]]:
         """The queue, oldest first (for the page and the tests)."""
         with self._lock, self._conn.transaction():
@@ -214,23 +233,6 @@ class Decided:
     categories: tuple[str, ...]
     scores: dict[str, float]
     source: str  # what decided the item before the person did
-
-
-def decided(store: ReviewStore, tenant: str | None = None) -> list[Decided]:
-    """Every decided item (the latest decision per item; escalations left out)."""
-    with store._lock, store._conn.transaction():
-        rows = store._conn.execute(
-            "SELECT DISTINCT ON (i.tenant, i.request_id) i.request_id, i.tenant, i.text, "
-            "d.decision, d.categories, i.verdict FROM review_items i JOIN review_decisions d "
-            "USING (tenant, request_id) WHERE d.decision <> 'review' "
-            "AND (%s::text IS NULL OR i.tenant = %s) "
-            "ORDER BY i.tenant, i.request_id, d.decided_at DESC",
-            (tenant, tenant),
-        ).fetchall()
-    return [
-        Decided(rid, t, text, Action(d), tuple(c), v.get("category_scores") or {}, v["source"])
-        for rid, t, text, d, c, v in rows
-    ]
 
 
 def human_verdict(original: Verdict, decision: Decision) -> Verdict:

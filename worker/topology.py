@@ -19,12 +19,13 @@ UNROUTED_EXCHANGE = "moderation.verdicts.unrouted"
 UNROUTED_QUEUE = "moderation.verdicts.unrouted"
 
 
-def requests_queue(settings: Settings) -> Queue:
-    """Quorum queue: replicated, and a poison message is dead-lettered after N deliveries."""
+def _quorum_queue(settings: Settings, name: str, extra: dict[str, str] | None = None) -> Queue:
+    """A replicated queue on the default exchange whose poison messages (delivered
+    ``delivery_limit`` times) go to the dead-letter queue."""
     return Queue(
-        settings.requests_queue,
+        name,
         exchange=Exchange(""),
-        routing_key=settings.requests_queue,
+        routing_key=name,
         durable=True,
         queue_arguments={
             "x-queue-type": "quorum",
@@ -32,9 +33,14 @@ def requests_queue(settings: Settings) -> Queue:
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": settings.dead_queue,
             "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
+            **(extra or {}),
         },
     )
+
+
+def requests_queue(settings: Settings) -> Queue:
+    """Quorum queue: replicated, and a poison message is dead-lettered after N deliveries."""
+    return _quorum_queue(settings, settings.requests_queue, {"x-overflow": "reject-publish"})
 
 
 def requests_exchange(settings: Settings) -> Exchange:
@@ -48,19 +54,7 @@ def requests_exchange(settings: Settings) -> Exchange:
 def deferred_queue(settings: Settings) -> Queue:
     """Requests that need the LLM while this worker's LLM stage is full: consumed at the
     LLM's pace, so its depth is the back-pressure signal (KEDA scales on it too)."""
-    return Queue(
-        settings.deferred_queue,
-        exchange=Exchange(""),
-        routing_key=settings.deferred_queue,
-        durable=True,
-        queue_arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.delivery_limit,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": settings.dead_queue,
-            "x-dead-letter-strategy": "at-least-once",
-        },
-    )
+    return _quorum_queue(settings, settings.deferred_queue)
 
 
 def dead_queue(settings: Settings) -> Queue:
@@ -73,30 +67,14 @@ def dead_queue(settings: Settings) -> Queue:
     )
 
 
-def _store_queue(settings: Settings, name: str) -> Queue:
-    return Queue(
-        name,
-        exchange=Exchange(""),
-        routing_key=name,
-        durable=True,
-        queue_arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.delivery_limit,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": settings.dead_queue,
-            "x-dead-letter-strategy": "at-least-once",
-        },
-    )
-
-
 def reviews_queue(settings: Settings) -> Queue:
     """Verdicts for the review store, with their text (worker -> store)."""
-    return _store_queue(settings, settings.reviews_queue)
+    return _quorum_queue(settings, settings.reviews_queue)
 
 
 def decisions_queue(settings: Settings) -> Queue:
     """Reviewers' decisions (``worker.models.Decision``)."""
-    return _store_queue(settings, settings.decisions_queue)
+    return _quorum_queue(settings, settings.decisions_queue)
 
 
 def verdicts_exchange(settings: Settings) -> Exchange:

@@ -15,7 +15,7 @@ from worker.calibrate import calibrate
 from worker.evaluate import from_reviews
 from worker.models import CATEGORIES, Action, Decision, Source, Verdict
 from worker.policy import Policy
-from worker.reviews import ReviewItem, ReviewStore, decided
+from worker.reviews import ReviewItem, ReviewStore
 
 from ..conftest import ROOT
 
@@ -57,7 +57,7 @@ def decided_store(database_url: str):
 
 
 def test_the_lowest_threshold_that_reaches_the_precision(decided_store):
-    items = decided(decided_store)
+    items = decided_store.decided()
     assert len(items) == len(DECIDED)  # one (the latest) decision per item
     by_category = {t.category: t for t in calibrate(items, precision=0.75)}
     harassment = by_category["harassment"]
