@@ -38,7 +38,7 @@ from worker.models import Action, ModerationRequest, Source, Verdict
 from worker.normalise import cache_form
 from worker.pipeline import DeadLetter, Pending, Pipeline
 from worker.publish import OutMessage, Publisher, dead_letter_message, verdict_message
-from worker.reviews import ReviewItem
+from worker.reviews import ReviewItem, items_body
 from worker.settings import Settings
 from worker.signals import Signals, digest
 from worker.validate import Envelope
@@ -384,9 +384,9 @@ class Intake:
             return verdict.action in self._review_actions
         return verdict.action.value in actions
 
-    def _review_item(self, verdict: Verdict, message: Any) -> OutMessage | None:
+    def _review_item(self, verdict: Verdict, message: Any) -> ReviewItem | None:
         """The review store's copy of a verdict, with the text a reviewer reads (the
-        request is parsed again: a review is rare, and the verdict path keeps no text)."""
+        request is parsed again: the verdict path keeps no text)."""
         body = message.body if isinstance(message, TaskDelivery) else body_bytes(message)
         try:
             request = orjson.loads(body)
@@ -395,11 +395,11 @@ class Intake:
             log.warning("review_item_unreadable", message_id=verdict.id)
             return None
         context = request.get("context")
-        item = ReviewItem(verdict, text, context, digest(cache_form(text)), time.time())
-        return OutMessage(exchange="", routing_key=self.settings.reviews_queue, body=item.to_json())
+        return ReviewItem(verdict, text, context, digest(cache_form(text)), time.time())
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
         out: list[OutMessage] = []
+        reviews: list[tuple[ReviewItem, bytes | None]] = []
         latencies: list[float] = []
         for outcome, message in outcomes:
             if isinstance(message, TaskDelivery):
@@ -429,7 +429,10 @@ class Intake:
                 if self._reviewed(outcome):
                     item = self._review_item(outcome, message)
                     if item is not None:
-                        out.append(item)
+                        reviews.append((item, out[-1].body))
+        if reviews:  # one message for the batch's review items (see reviews.items_body)
+            body = items_body(reviews)
+            out.append(OutMessage(exchange="", routing_key=self.settings.reviews_queue, body=body))
         messages = [m for _, m in outcomes]
         if not all(getattr(m.channel, "is_open", True) for m in messages):
             # the consumer channel closed (broker restart) while this was in flight: the

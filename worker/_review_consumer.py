@@ -23,13 +23,14 @@ from worker._kombu_compat import raw_deliveries
 from worker._tls import broker_ssl
 from worker.models import Decision
 from worker.publish import Publisher, dead_letter_message, verdict_message
-from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest
+from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest, read_items
 from worker.settings import Settings
 from worker.validate import DeadLetter, DeadReason, Envelope
 
 log = structlog.get_logger("worker.reviews")
 
-_BATCH = 500
+_BATCH = 500  # items per transaction
+_PREFETCH = 64  # messages: a worker's message carries one published batch's items
 
 
 class ReviewConsumer:
@@ -51,7 +52,8 @@ class ReviewConsumer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="moderation-reviews", daemon=True)
         self._store: ReviewStore | None = None
-        self._items: list[tuple[ReviewItem | None, Any]] = []
+        self._items: list[ReviewItem] = []
+        self._messages: list[Any] = []  # the deliveries ``_items`` came in, unacked
         self._decisions: list[Any] = []
         self._settled: queue.SimpleQueue[tuple[Any, bool]] = queue.SimpleQueue()
         self._refreshed = 0.0
@@ -89,6 +91,7 @@ class ReviewConsumer:
             except Exception as exc:  # the broker or the database: start again
                 log.warning("review_consumer_failed", error=type(exc).__name__, exc_info=True)
                 self._items.clear()  # unacked: the broker redelivers them
+                self._messages.clear()
                 self._decisions.clear()
                 self._stop.wait(1.0)
 
@@ -99,7 +102,7 @@ class ReviewConsumer:
             raw_deliveries(channel),
             queues=[topology.reviews_queue(self.settings)],
             on_message=self._on_item,
-            prefetch_count=_BATCH,
+            prefetch_count=_PREFETCH,
             no_ack=False,
         )
         decisions = Consumer(
@@ -125,27 +128,29 @@ class ReviewConsumer:
             if left <= 0:
                 return
             # once something waits, only what is already here joins it
-            timeout = 0.01 if self._items else left
+            timeout = 0.01 if self._messages else left
             try:
                 connection.drain_events(timeout=timeout)
             except TimeoutError:
-                if self._items:
+                if self._messages:
                     return
 
     def _on_item(self, message: Any) -> None:
         try:
-            item: ReviewItem | None = ReviewItem.from_json(message.body)
+            items = read_items(message.body)
         except Exception:  # written by a worker: a bug, not input
             log.exception("review_item_unreadable")
-            item = None
-        self._items.append((item, message))
+            items = []
+        self._items.extend(items)
+        self._messages.append(message)
 
     def _flush(self) -> None:
         store = self._ensure_store()
-        if self._items:
+        if self._messages:
             items, self._items = self._items, []
-            store.record([i for i, _ in items if i is not None])
-            last = items[-1][1]  # one channel, delivered in order: ack all of the batch
+            messages, self._messages = self._messages, []
+            store.record(items)
+            last = messages[-1]  # one channel, delivered in order: ack all of the batch
             last.channel.basic_ack(last.delivery_tag, multiple=True)
             self.recorded += len(items)
         while self._decisions:

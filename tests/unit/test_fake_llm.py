@@ -108,7 +108,11 @@ def test_streamed_tokens_come_at_the_token_rate() -> None:
     content_at = [t for t, c in arrivals if c.choices and c.choices[0].delta.content]
     tokens = len(_encoding().encode(streamed([c for _, c in arrivals])[0]))  # type: ignore[union-attr]
     assert content_at[0] - started >= 0.100
-    assert arrivals[-1][0] - content_at[0] >= tokens * 0.020 * 0.9  # sleep may round down
+    # the server cannot end before its schedule (the stop a step after the last token);
+    # the client may see the first token late on a busy machine, so the spread between
+    # tokens is only asked to be clearly more than one write's worth
+    assert arrivals[-1][0] - started >= 0.100 + tokens * 0.020 - 0.001
+    assert content_at[-1] - content_at[0] >= (tokens - 1) * 0.020 / 2
     assert len(content_at) > 1
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from worker import _db
 from worker.models import CATEGORIES, Action, Decision, Source, Verdict
-from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest
+from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest, items_body, read_items
 
 
 def verdict(rid: str, tenant: str | None = "shop", action: str = "review") -> Verdict:
@@ -36,6 +36,15 @@ def store(database_url: str):
     s = ReviewStore(database_url)
     yield s
     s.close()
+
+
+def test_a_batch_message_carries_its_items_and_a_single_item_still_reads() -> None:
+    first = ReviewItem(verdict("r1"), "you utter clown", None, "d1", at=1700000000.5)
+    second = ReviewItem(verdict("r2", None), 'a "quoted" \u2028 text', "ctx", "d2", at=1.0)
+    written = first.verdict.model_dump_json().encode()  # as the verdicts exchange got it
+    body = items_body([(first, written), (second, None)])
+    assert read_items(body) == [first, second]
+    assert read_items(first.to_json()) == [first]  # a queue written by an older worker
 
 
 def test_the_worker_refuses_a_database_that_is_behind(database_url):
