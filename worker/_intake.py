@@ -379,6 +379,9 @@ class Intake:
         actions, else ``MODERATION_REVIEW_ACTIONS``)."""
         if not self._review_actions or verdict.source == Source.HUMAN:
             return False
+        earlier = verdict.earlier_decision
+        if earlier is not None and earlier.decision != verdict.action.value:
+            return True  # the policy changed what a person decided: they see it
         actions = self.pipeline.policies.current.for_tenant(verdict.tenant).review_store
         if actions is None:
             return verdict.action in self._review_actions

@@ -47,6 +47,7 @@ class Pending:
     language: str | None = None
     signals: SignalDecision = NO_SIGNALS
     context: str | None = None  # what goes to the LLM beside the text
+    earlier: Override | None = None  # a person's decision on this text, older policy
 
 
 Outcome = Verdict | DeadLetter
@@ -77,8 +78,10 @@ class VerdictBuilder:
         language: str | None,
         decision: SignalDecision = NO_SIGNALS,
         fired: list[FiredSignal] | None = None,
+        earlier: Override | None = None,
     ) -> dict[str, Any]:
         return {
+            "earlier_decision": earlier.as_earlier() if earlier is not None else None,
             "id": request.id,
             "language": language,
             "tenant": request.tenant,
@@ -126,6 +129,7 @@ class VerdictBuilder:
         language: str | None = None,
         tenant: TenantPolicy | None = None,
         decision: SignalDecision = NO_SIGNALS,
+        earlier: Override | None = None,
     ) -> Verdict:
         action = rules.action or Action.ALLOW
         fired: list[FiredSignal] = []
@@ -146,7 +150,7 @@ class VerdictBuilder:
         else:
             reason = "empty text"
         return Verdict(
-            **self._base(request, envelope, received, policy, language, decision, fired),
+            **self._base(request, envelope, received, policy, language, decision, fired, earlier),
             action=action,
             flagged=action is not Action.ALLOW,
             categories=categories,
@@ -182,6 +186,7 @@ class VerdictBuilder:
                 pending.language,
                 pending.signals,
                 fired,
+                pending.earlier,
             ),
             action=action,
             flagged=action is not Action.ALLOW,
@@ -221,6 +226,7 @@ class VerdictBuilder:
                 pending.language,
                 pending.signals,
                 fired,
+                pending.earlier,
             ),
             action=action,
             flagged=action is not Action.ALLOW,
@@ -273,6 +279,7 @@ class VerdictBuilder:
             pending.language,
             pending.tenant,
             pending.signals,
+            pending.earlier,
         )
 
     def _shadow(

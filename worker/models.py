@@ -196,6 +196,17 @@ class Usage(BaseModel):
     )
 
 
+class EarlierDecision(BaseModel):
+    """A reviewer's decision on the same text (same tenant) under an earlier policy
+    version: not applied, since the policy changed since."""
+
+    decision: Literal["allow", "flag", "review", "block"]
+    categories: list[Category] = Field(default_factory=list)
+    reviewer: str
+    request_id: str = Field(description="The request the reviewer decided.")
+    policy_version: str
+
+
 class Verdict(BaseModel):
     """One verdict per request, published to the ``moderation.verdicts`` topic exchange."""
 
@@ -237,6 +248,12 @@ class Verdict(BaseModel):
     )
     shadow: dict[str, Any] | None = Field(
         default=None, description="What a shadow policy would have decided (not acted on)."
+    )
+    earlier_decision: EarlierDecision | None = Field(
+        default=None,
+        description="A reviewer decided this text under an earlier policy version. When "
+        "that decision differs from this verdict's action, the verdict is also sent to "
+        "the review queue, so a person sees what the policy change does.",
     )
     schema_version: Literal["1"] = SCHEMA_VERSION
     metadata: dict[str, Any] | None = None

@@ -38,7 +38,7 @@ from worker.validate import DeadLetter, DeadReason, Envelope, InvalidMessage, va
 
 if TYPE_CHECKING:
     from worker.classify import Classifier
-    from worker.reviews import Overrides
+    from worker.reviews import Override, Overrides
 
 __all__ = ["DeadLetter", "Emit", "Outcome", "Pending", "Pipeline", "build_pipeline"]
 
@@ -188,14 +188,15 @@ class Pipeline:
         policy = self.policies.current
         tenant = policy.for_tenant(request.tenant)
         language = LazyLanguage(request.text, self.languages, request.language)
+        earlier: Override | None = None
         if self.overrides is not None and len(self.overrides):
-            found = self.overrides.get(
-                request.tenant, policy.version, digest(cache_form(request.text))
-            )
+            text_digest = digest(cache_form(request.text))
+            found = self.overrides.get(request.tenant, policy.version, text_digest)
             if found is not None:  # a person decided this text: no rule or LLM overrules
                 return self.verdicts.human(
                     request, envelope, received, policy, found, language.code
                 )
+            earlier = self.overrides.earlier(request.tenant, text_digest)
         rules = tenant.engine.match(request.text, language=language)
         if rules.action is None and not request.text.strip():
             rules = RulesResult(action=Action.ALLOW)  # nothing to moderate
@@ -204,7 +205,7 @@ class Pipeline:
         )
         if rules.action is not None:
             return self.verdicts.rules(
-                request, envelope, received, policy, rules, language.code, tenant, decision
+                request, envelope, received, policy, rules, language.code, tenant, decision, earlier
             )
         context = self._context(request, policy)
         key = cache_key(
@@ -230,6 +231,7 @@ class Pipeline:
             language.code,
             decision,
             context,
+            earlier,
         )
         if decision.stop:  # a signal rule decided: no LLM call
             return self.verdicts.rules_floor(pending)

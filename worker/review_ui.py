@@ -81,9 +81,18 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
         f"signal {s['rule_id']}: {s.get('reason') or ''} {s.get('observed') or ''}".strip()
         for s in verdict.get("signals") or []
     ]
+    earlier = verdict.get("earlier_decision")
+    changed = None
+    if earlier and earlier.get("decision") != verdict.get("action"):
+        changed = (
+            f"Policy changed: {earlier['reviewer']} decided {earlier['decision']} for this "
+            f"text under policy {earlier['policy_version']} (request {earlier['request_id']}); "
+            f"policy {verdict.get('policy_version')} decides {verdict.get('action')}."
+        )
     return {
         "id": row["id"],
         "action": row["action"],
+        "changed": changed,
         "received": row["received_at"].strftime("%Y-%m-%d %H:%M:%S UTC"),
         "author": verdict.get("author_id"),
         "language": verdict.get("language"),

@@ -24,7 +24,7 @@ import orjson
 from psycopg.types.json import Jsonb
 
 from worker import _db
-from worker.models import CATEGORIES, Action, Decision, Source, Verdict
+from worker.models import CATEGORIES, Action, Decision, EarlierDecision, Source, Verdict
 
 __all__ = [
     "Decided",
@@ -103,6 +103,16 @@ class Override:
     categories: tuple[str, ...]
     reviewer: str
     request_id: str
+    policy_version: str = ""
+
+    def as_earlier(self) -> EarlierDecision:
+        return EarlierDecision(
+            decision=self.decision.value,
+            categories=list(self.categories),  # type: ignore[arg-type]
+            reviewer=self.reviewer,
+            request_id=self.request_id,
+            policy_version=self.policy_version,
+        )
 
 
 class ReviewStore:
@@ -207,7 +217,7 @@ class ReviewStore:
                 (after, after),
             ).fetchall()
         return [
-            ((t, v, d), Override(Action(a), tuple(c), r, rid), at)
+            ((t, v, d), Override(Action(a), tuple(c), r, rid, v), at)
             for t, v, d, a, c, r, rid, at in rows
         ]
 
@@ -290,6 +300,7 @@ class Overrides:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str, str], Override] = {}
+        self._latest: dict[tuple[str, str], Override] = {}  # any policy version
         self._seen: datetime | None = None
 
     def get(self, tenant: str | None, policy_version: str, digest: str) -> Override | None:
@@ -297,9 +308,17 @@ class Overrides:
             return None
         return self._by_key.get((tenant or "", policy_version, digest))
 
+    def earlier(self, tenant: str | None, digest: str) -> Override | None:
+        """The latest decision on this text under any policy version: when ``get`` finds
+        none for the current one, a decision made under an older policy, which the
+        pipeline does not apply (the policy changed) but shows to reviewers when the
+        new policy decides otherwise."""
+        return self._latest.get((tenant or "", digest))
+
     def add(self, rows: Iterable[tuple[tuple[str, str, str], Override, datetime]]) -> None:
-        for key, override, at in rows:
+        for key, override, at in rows:  # in the order they were decided
             self._by_key[key] = override  # a dict item assignment is atomic
+            self._latest[(key[0], key[2])] = override
             self._seen = at if self._seen is None or at > self._seen else self._seen
 
     def refresh(self, store: ReviewStore) -> int:

@@ -125,3 +125,60 @@ def test_review_decision_override_loop(
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM review_decisions").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM review_items").fetchone() == (2,)  # r1, r3
+
+
+def test_a_policy_change_that_decides_otherwise_goes_to_reviewers(
+    start_worker, client: ModerationClient, database_url: str, broker_url: str, tmp_path
+):
+    """An override holds for the policy version it was made under; under a new version
+    the text is decided again, and where that differs from the person's decision the
+    verdict names it and goes to the review queue with a note on the page."""
+    from worker.review_ui import _view
+    from worker.reviews import ReviewStore
+
+    _db.upgrade(database_url)
+    default = (ROOT / "worker" / "policies" / "default.yaml").read_text()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default)
+    start_worker(
+        MODERATION_DATABASE_URL=database_url,
+        MODERATION_OVERRIDES_REFRESH_S="0.2",
+        MODERATION_POLICY=str(policy),
+        MODERATION_POLICY_RELOAD_S="0.2",
+    )
+    text = "fuck you, seriously"
+    with client.subscribe("#") as verdicts:
+        client.publish({"id": "p1", "text": text, "tenant": "shop"})
+        (first,) = verdicts.drain(1, timeout=30)
+        assert first.action == "review" and first.earlier_decision is None
+        _stored(database_url, "p1")
+        _decide(broker_url, {"id": "p1", "tenant": "shop", "decision": "allow", "reviewer": "ana"})
+        (final,) = verdicts.drain(1, timeout=30)
+        assert final.source == "human"
+        time.sleep(1.0)
+        client.publish({"id": "p2", "text": text, "tenant": "shop"})
+        (same,) = verdicts.drain(1, timeout=30)
+        assert same.source == "human" and same.action == "allow"
+
+        # a new policy version (a threshold moved): the rules decide the text again
+        policy.write_text(default.replace("default: {flag: 0.40,", "default: {flag: 0.41,"))
+        deadline = time.monotonic() + 30
+        while True:
+            client.publish({"id": "p3", "text": text, "tenant": "shop"})
+            (again,) = verdicts.drain(1, timeout=30)
+            if again.policy_version != first.policy_version or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert again.policy_version != first.policy_version, "the policy was never reloaded"
+    assert again.source == "rules" and again.action == "review"
+    assert again.earlier_decision is not None
+    assert again.earlier_decision.decision == "allow" and again.earlier_decision.reviewer == "ana"
+    assert again.earlier_decision.policy_version == first.policy_version
+    _stored(database_url, "p3")
+    store = ReviewStore(database_url)
+    try:
+        (row,) = [r for r in store.pending("shop") if r["id"] == "p3"]
+    finally:
+        store.close()
+    note = _view(row)["changed"]
+    assert note and "ana decided allow" in note and first.policy_version in note

@@ -8,7 +8,14 @@ import pytest
 
 from worker import _db
 from worker.models import CATEGORIES, Action, Decision, Source, Verdict
-from worker.reviews import Overrides, ReviewItem, ReviewStore, UnknownRequest, items_body, read_items
+from worker.reviews import (
+    Overrides,
+    ReviewItem,
+    ReviewStore,
+    UnknownRequest,
+    items_body,
+    read_items,
+)
 
 
 def verdict(rid: str, tenant: str | None = "shop", action: str = "review") -> Verdict:
