@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import _proc  # noqa: E402
 from worker import _db  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.testing.amqp import (  # noqa: E402
@@ -48,19 +49,32 @@ def _round(broker_url: str, env: dict[str, str], n: int, workers: int, tag: str)
         for i in range(n)
     ]
     with tempfile.TemporaryDirectory() as logs, WorkerLauncher(env, Path(logs)) as launcher:
-        launcher.start_many(workers)
+        pids = [w.proc.pid for w in launcher.start_many(workers) if w.proc is not None]
         with VerdictCollector(broker_url, Settings(broker_url=broker_url), prefix=tag) as col:
             started = time.monotonic()
-            Producer(broker_url, retry=False).publish(bodies, window=1000, deadline_s=300)
-            missing = col.wait_for({b.key for b in bodies}, timeout=300)
+            cpu_before = _workers_cpu(pids)
+            confirmed = Producer(broker_url, retry=False).publish(
+                bodies, window=1000, deadline_s=300
+            )
+            # a request the broker never confirmed is the producer's to send again, not
+            # the worker's loss: only confirmed ones are waited for
+            missing = col.wait_for(confirmed, timeout=300)
+            cpu = _workers_cpu(pids) - cpu_before
             with col.lock:
                 times = sorted(col.first_at.values())
     return {
         "verdicts": len(times),
+        "unconfirmed": n - len(confirmed),
+        "cpu_ms": cpu / max(len(times), 1) * 1000,
         "missing": len(missing),
         "msg_s": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0,
         "last_verdict": times[-1] if times else started,
     }
+
+
+def _workers_cpu(pids: list[int]) -> float:
+    """CPU seconds of the worker processes and their children so far."""
+    return sum(sum(_proc.tree_cpu(pid).values()) for pid in pids)
 
 
 def _stored_by(database_url: str, tag: str, n: int, timeout: float = 120.0) -> float | None:
@@ -95,7 +109,10 @@ def main() -> None:
             }
             base.update(MODERATION_BROKER_URL=broker_url, MODERATION_METRICS_PORT="0")
             print(f"{args.messages} messages a run, all review verdicts, {args.workers} worker(s)")
-            print(f"{'round':>5} {'store':>8} {'verdicts/s':>11} {'missing':>8} {'stored +s':>10}")
+            print(
+                f"{'round':>5} {'store':>8} {'verdicts/s':>11} {'worker ms/msg':>14} "
+                f"{'unconfirmed':>12} {'missing':>8} {'stored +s':>10}"
+            )
             store_env = {**base, "MODERATION_DATABASE_URL": database_url}
             for r in range(1, args.rounds + 1):
                 for mode in ("off", "worker", "separate"):
@@ -122,8 +139,8 @@ def main() -> None:
                             separate.terminate()
                             separate.wait(20)
                     print(
-                        f"{r:>5} {mode:>8} {result['msg_s']:>11,.0f} "
-                        f"{result['missing']:>8} {lag:>10}",
+                        f"{r:>5} {mode:>8} {result['msg_s']:>11,.0f} {result['cpu_ms']:>14.3f} "
+                        f"{result['unconfirmed']:>12} {result['missing']:>8} {lag:>10}",
                         flush=True,
                     )
     finally:

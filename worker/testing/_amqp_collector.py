@@ -235,8 +235,8 @@ class VerdictCollector(Generic[V]):
         or when a non-durable collector lost its connection. Each look every ``poll_s``
         costs only what arrived since the last, however many ids are awaited."""
         deadline = time.monotonic() + timeout
-        missing = ids - self.resolved(ids)
-        with self.lock:
+        with self.lock:  # one look: an id arriving between two would be missed for good
+            missing = {i for i in ids if i not in self.by_id and i not in self._dead_by_id}
             seen = len(self._arrivals)
         last = time.monotonic()
         self.stopped = None
