@@ -22,6 +22,8 @@ import pytest
 
 from worker import _db
 from worker.client import ModerationClient
+from worker.models import EarlierDecision
+from worker.reviews import ReviewItem, ReviewStore
 
 from ..conftest import ROOT
 
@@ -139,10 +141,18 @@ def test_a_moderator_reviews_on_the_page(
         client.publish({"id": "x2", "text": "you are such a clown, honestly", "tenant": "shop"})
         got = {v.id: v for v in verdicts.drain(2, timeout=30)}
         assert {v.action for v in got.values()} == {"review"}
+        # and one the policy changed: a person allowed the text under an older version
+        earlier = EarlierDecision(
+            decision="allow", reviewer="bo", request_id="x0", policy_version="0ld0ld0ld0ld"
+        )
+        changed = got["x2"].model_copy(update={"id": "x3", "earlier_decision": earlier})
+        store = ReviewStore(database_url)
+        store.record([ReviewItem(changed, "you clown", None, "d3", time.time() + 60)])
+        store.close()
 
         _login(browser, review_ui, "ana")
         deadline = time.monotonic() + 20
-        while len(browser.find_elements(By.CSS_SELECTOR, ".item")) < 2:
+        while len(browser.find_elements(By.CSS_SELECTOR, ".item")) < 3:
             assert time.monotonic() < deadline, "the review items never appeared"
             time.sleep(0.3)
             browser.refresh()
@@ -154,6 +164,8 @@ def test_a_moderator_reviews_on_the_page(
         assert browser.title != "pwned"
         assert [m.text for m in text.find_elements(By.TAG_NAME, "mark")] == ["fuck you"]
         assert "a thread about the match" in item.text and "author u1" in item.text
+        note = browser.find_element(By.CSS_SELECTOR, '.item[data-id="x3"] .changed').text
+        assert "bo decided allow" in note and "0ld0ld0ld0ld" in note and "decides review" in note
         _screenshot(browser, tmp_path, "review-queue")
 
         # the oldest is the current one; "a" allows it
@@ -164,7 +176,8 @@ def test_a_moderator_reviews_on_the_page(
         assert "reviewer ana" in (final.reason or "")
         browser.refresh()  # the page came back before the worker stored the decision
         left = [e.get_attribute("data-id") for e in browser.find_elements(By.CSS_SELECTOR, ".item")]
-        assert left == list({"x1", "x2"} - {current})
+        assert current != "x3" and set(left) == {"x1", "x2", "x3"} - {current}
+        assert left[-1] == "x3"  # oldest first
         _screenshot(browser, tmp_path, "review-queue-after")
 
         # another tenant's reviewer sees none of it and cannot decide it
