@@ -85,6 +85,31 @@ def test_a_broken_reply_keeps_its_complete_entries_and_asks_the_rest(classifier,
     assert 4 < fake_llm.state.items < 8  # the second call asked only what was missing
 
 
+def test_a_model_that_garbles_a_long_list_is_asked_shorter_ones(fake_llm):
+    """Half of a 12-item reply malformed: the rest is asked again in halves. One such
+    reply is a glitch; a second in a row caps calls at half the larger (6 items) until
+    clean answers at the cap raise it again."""
+    classifier = make_classifier(fake_llm, batch_size=16)
+    items = [(f"an ordinary text {i}", None) for i in range(12)]
+    fake_llm.inject("malformed")
+    result = classifier.classify(items)
+    assert result.scores == [expected(t) for t, _ in items]
+    asked = list(fake_llm.state.asked)
+    assert len(asked[0]) == 12 and len(asked) == 3  # the missing ones in two requests
+    assert all(len(texts) <= 4 for texts in asked[1:])
+    assert classifier.quality_cap == 16  # once is a glitch
+    fake_llm.inject("malformed", "malformed")
+    result = classifier.classify(items)
+    assert result.scores == [expected(t) for t, _ in items]
+    assert classifier.quality_cap == 6
+    assert classifier.batch_size() <= 6 and classifier.backlog_batch_size() <= 6
+    classifier.classify(items[:6])  # a clean answer at the cap raises it by one
+    classifier.classify(items[:6])  # below the cap: says nothing
+    assert classifier.quality_cap == 7
+    classifier.classify(items[:7])
+    assert classifier.quality_cap == 8
+
+
 def test_a_reply_cut_at_the_cap_is_split_never_resent_unchanged(fake_llm):
     classifier = make_classifier(fake_llm, llm_max_output_tokens=9)  # too small for 4 items
     result = classifier.classify(ITEMS)
