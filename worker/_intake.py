@@ -484,7 +484,7 @@ class Intake:
         """Any thread. Verdicts the rules or the fallback decide come one at a time: those
         the review store records wait up to ``_REVIEW_WAIT_S`` for others, so their items
         go as one message (a persistent publish per review verdict cost the verdict path
-        a quarter of its throughput when most verdicts were reviews). Acks still wait for
+        a third of its throughput when every verdict was a review). Acks still wait for
         both the verdict and its item."""
         with self._lock:
             self._held.append(held)
