@@ -33,6 +33,7 @@ from worker._batcher import Batcher
 from worker._heap import HeapFreezer
 from worker._kombu_compat import body_bytes
 from worker._limiter import AdaptiveLimit
+from worker._review_hold import GROUP, Held, ReviewHold, Reviews
 from worker._verdicts import Outcome
 from worker.models import Action, ModerationRequest, Source, Verdict
 from worker.normalise import cache_form
@@ -58,20 +59,6 @@ class _Counting:
     may_defer: bool
     request: ModerationRequest
     received: float
-
-
-_REVIEW_GROUP = 64  # review items per message, at most, when verdicts come one by one
-_REVIEW_WAIT_S = 0.005  # how long such a verdict waits for others
-
-
-@dataclass(slots=True)
-class _Held:
-    """A published group whose review items wait to go with others' (``Intake._hold``)."""
-
-    out: list[OutMessage]
-    reviews: list[tuple[ReviewItem, bytes | None]]
-    messages: list[Any]
-    latencies: list[float]
 
 
 class Loop(Protocol):
@@ -141,9 +128,8 @@ class Intake:
             if settings.database_url
             else frozenset()
         )
-        self._held: list[_Held] = []  # review verdicts waiting for others (``_hold``)
-        self._held_items = 0
-        self._held_armed = False
+        # review verdicts decided one at a time wait briefly for others (_review_hold)
+        self.review_hold = ReviewHold(loop, self._submit)
 
     # -- event loop thread --------------------------------------------------------------
 
@@ -335,7 +321,7 @@ class Intake:
         """Start what is held, then wait (at most ``grace_s``) for it to be settled."""
         self._count_in_place()
         self.batcher.flush()
-        self.flush_reviews()
+        self.review_hold.flush()
         deadline = time.monotonic() + grace_s
         while self.inflight and time.monotonic() < deadline:
             self.drain()
@@ -420,7 +406,7 @@ class Intake:
 
     def _publish(self, outcomes: list[tuple[Verdict | DeadLetter, Any]]) -> None:
         out: list[OutMessage] = []
-        reviews: list[tuple[ReviewItem, bytes | None]] = []
+        reviews: Reviews = []
         latencies: list[float] = []
         for outcome, message in outcomes:
             if isinstance(message, TaskDelivery):
@@ -452,25 +438,22 @@ class Intake:
                     if item is not None:
                         reviews.append((item, out[-1].body))
         messages = [m for _, m in outcomes]
-        if reviews and len(reviews) < _REVIEW_GROUP:
-            self._hold(_Held(out, reviews, messages, latencies))
-            return
-        self._submit(out, reviews, messages, latencies)
+        held = Held(out, reviews, messages, latencies)
+        if reviews and len(reviews) < GROUP:
+            self.review_hold.add(held)
+        else:
+            self._submit(held)
 
-    def _submit(
-        self,
-        out: list[OutMessage],
-        reviews: list[tuple[ReviewItem, bytes | None]],
-        messages: list[Any],
-        latencies: list[float],
-    ) -> None:
+    def _submit(self, held: Held) -> None:
+        messages, latencies = held.messages, held.latencies
         if not all(getattr(m.channel, "is_open", True) for m in messages):
             # the consumer channel closed (broker restart) while this was in flight: the
             # broker will redeliver these, so publishing now would only add duplicates
             self.settle(messages, ok=False)
             return
-        if reviews:  # one message for the review items (see reviews.items_body)
-            body = items_body(reviews)
+        out = list(held.out)
+        if held.reviews:  # one message for the review items (see reviews.items_body)
+            body = items_body(held.reviews)
             out.append(OutMessage(exchange="", routing_key=self.settings.reviews_queue, body=body))
         started = time.monotonic()
 
@@ -479,37 +462,3 @@ class Intake:
             self.settle(messages, ok)
 
         self.publisher.submit(out, done)
-
-    def _hold(self, held: _Held) -> None:
-        """Any thread. Verdicts the rules or the fallback decide come one at a time: those
-        the review store records wait up to ``_REVIEW_WAIT_S`` for others, so their items
-        go as one message (a persistent publish per review verdict cost the verdict path
-        a third of its throughput when every verdict was a review). Acks still wait for
-        both the verdict and its item."""
-        with self._lock:
-            self._held.append(held)
-            self._held_items += len(held.reviews)
-            full = self._held_items >= _REVIEW_GROUP
-            arm = not full and not self._held_armed
-            self._held_armed = self._held_armed or arm
-        if full:
-            self.flush_reviews()
-        elif arm:
-            self.loop.call_soon(self._arm_review_flush)
-
-    def _arm_review_flush(self) -> None:
-        self.loop.call_later(_REVIEW_WAIT_S, self.flush_reviews)
-
-    def flush_reviews(self) -> None:
-        """Any thread: publish what ``_hold`` holds, in one submission."""
-        with self._lock:
-            held, self._held = self._held, []
-            self._held_items = 0
-            self._held_armed = False
-        if not held:
-            return
-        out = [m for h in held for m in h.out]
-        reviews = [r for h in held for r in h.reviews]
-        messages = [m for h in held for m in h.messages]
-        latencies = [x for h in held for x in h.latencies]
-        self._submit(out, reviews, messages, latencies)

@@ -76,7 +76,8 @@ class Classifier:
         self._context_tokens: int | None = settings.llm_context_tokens
         self._first_batches = itertools.cycle(_FIRST_BATCHES)
         # the most items per call the model answers well (see ``_learn_quality``)
-        self.quality_cap = float(max(settings.batch_size, 1))
+        self._largest = max(settings.batch_size, 1)
+        self.quality_cap = float(self._largest)
         self._bad_calls = 0  # calls in a row with many bad entries, and the largest
         self._bad_size = 0
 
@@ -86,7 +87,7 @@ class Classifier:
         """Items per call now: what the latency budget allows at the observed speed
         (small until a few calls have shown that speed: the guesses may be far off)."""
         size = self.endpoint.batch_size(
-            self.settings.llm_latency_budget_ms / 1000, max(self.settings.batch_size, 1)
+            self.settings.llm_latency_budget_ms / 1000, self._largest
         )
         if not self.endpoint.known:
             size = min(size, next(self._first_batches))
@@ -100,7 +101,7 @@ class Classifier:
         end within half its time-out: a call that times out costs its whole wait and is
         then split anyway."""
         ceiling = min(self.settings.llm_timeout_s, self.settings.llm_deadline_s)
-        largest = max(1, min(self.settings.batch_size, int(self.quality_cap)))
+        largest = max(1, min(self._largest, int(self.quality_cap)))
         return self.endpoint.most_items_within(ceiling / 2, largest)
 
     def _learn_quality(self, items: int, bad: int) -> None:
@@ -121,7 +122,7 @@ class Classifier:
             return
         self._bad_calls, self._bad_size = 0, 0
         if bad == 0 and items >= int(cap):
-            self.quality_cap = min(float(max(self.settings.batch_size, 1)), cap + 1)
+            self.quality_cap = min(float(self._largest), cap + 1)
 
     # -- classifying ------------------------------------------------------------------
 
