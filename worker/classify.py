@@ -86,9 +86,7 @@ class Classifier:
     def batch_size(self) -> int:
         """Items per call now: what the latency budget allows at the observed speed
         (small until a few calls have shown that speed: the guesses may be far off)."""
-        size = self.endpoint.batch_size(
-            self.settings.llm_latency_budget_ms / 1000, self._largest
-        )
+        size = self.endpoint.batch_size(self.settings.llm_latency_budget_ms / 1000, self._largest)
         if not self.endpoint.known:
             size = min(size, next(self._first_batches))
         size = max(1, min(size, int(self.quality_cap)))
