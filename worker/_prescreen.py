@@ -2,23 +2,24 @@
 
 Normalising a message (``worker.normalise``) costs tens of microseconds of Python, and
 most messages match no rule at all. So the policy's terms (and its regexes, translated)
-are also compiled into one Hyperscan database over the *original* text's UTF-8 (read
-through ``worker._raw_patterns.reading``: lower case, one byte per letter's leet forms,
-padded with spaces): each canonical letter becomes a byte class of its forms, between
-the same word boundaries canonical text has. One scan of a few microseconds answers "nothing
-here" for most messages; only the rest pay for the normaliser and the automaton, which
-make the real decision.
+are also compiled into a Hyperscan database over the *original* text's UTF-8, read
+through ``worker._raw_patterns.coarse_reading`` (lower case, one byte per letter's leet
+forms, every other break a space, padded with spaces): each canonical letter becomes a
+byte class of its forms, between the same word boundaries canonical text has. One scan
+of a few microseconds answers "nothing here" for most messages; only the rest pay for
+the normaliser and the automaton, which make the real decision.
 
 Those patterns only stand for text the normaliser changes one character at a time, so
-the same scan also looks for what they do not model: accented and fullwidth letters,
-homoglyphs from other scripts, mathematical and enclosed letters, ligatures, characters
-that fold to nothing between letters (zero-width, combining marks), single letters
-split by separators ("k.y.s") and three of a letter in a row ("fuuuck"). A text with
-any of them gets a second look: read as ASCII (or, for homoglyphs and the like, through
-the normaliser's own per-character fold) and scanned again; where that scan finds
+a second, small database (the triggers, read through ``reading``, which keeps non-ASCII
+bytes) looks for what they do not model: accented and fullwidth letters, homoglyphs
+from other scripts, mathematical and enclosed letters, ligatures, characters that fold
+to nothing between letters (zero-width, combining marks), single letters split by
+separators ("k.y.s") and three of a letter in a row ("fuuuck"). A text with any of
+them gets a second look: read as ASCII (or, for homoglyphs and the like, through the
+normaliser's own per-character fold) and scanned again; where that scan finds
 spaced-out letters, again with them joined; where it finds a letter three times in a
 row, again with such runs squeezed to one and to two letters, as canonical views
-squeeze them; and where leet characters are part of a run ("fo0ol"), by a second
+squeeze them; and where leet characters are part of a run ("fo0ol"), by a third
 database whose letters may repeat. A right-to-left override always takes the full path.
 
 The promise, held by a property test: a text this calls clean fires no rule.
@@ -31,11 +32,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 from functools import lru_cache
 
 from worker._prescreen_build import Database, build_databases, special_characters
-from worker._raw_patterns import reading, utf8
+from worker._raw_patterns import coarse_reading, reading, utf8
 from worker.normalise import fold, fold_bytes, unspaced
 
 __all__ = ["Database", "Prescreen"]
@@ -83,14 +83,17 @@ _REPEATS = frozenset(("runs", "mixed"))
 class Prescreen:
     """Compiled raw-text patterns; ``could_fire(text)`` is the whole API.
 
-    Two databases: the first stands for ASCII letters once each; it runs on every text,
-    and again on what the second look makes of the texts it flagged (read as ASCII,
-    spaced letters joined, runs of a letter squeezed). The second lets each letter
-    repeat, for runs that mix a letter with its leet forms ("fo0ol").
+    Three databases (``worker._prescreen_build``): the terms, letters once each, on
+    every text, and again on what the second look makes of the texts the triggers
+    flagged (read as ASCII, spaced letters joined, runs of a letter squeezed); the
+    triggers; and the terms with letters that may repeat, for runs that mix a letter
+    with its leet forms ("fo0ol").
     """
 
-    def __init__(self, first: Database, second: Database, kinds: list[str]) -> None:
-        self._first, self._second = first, second
+    def __init__(
+        self, triggers: Database, terms: Database, repeats: Database, kinds: list[str]
+    ) -> None:
+        self._triggers, self._terms, self._repeated = triggers, terms, repeats
         self._kinds = [kind.split(":")[0] for kind in kinds]  # per trigger pattern id
         # "runs:x": which letter the pattern saw three times, so only its runs squeeze
         # (a literal prefix, which re finds at C speed, unlike "([a-z])\\1{2,}")
@@ -115,11 +118,10 @@ class Prescreen:
             raw = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        data = reading(raw)
-        seen: set[int] = set()  # trigger patterns found: the second look decides
-        if self._first.scan(data, self._collector(seen, full_stops=False)):
+        if self._terms.scan(coarse_reading(raw)):
             return True
-        if not seen:
+        seen = self._found(reading(raw), full_stops=False)
+        if not seen:  # (never None here: nothing stops this scan)
             return False
         kinds = {self._kinds[pattern] for pattern in seen}
         if "full" in kinds:
@@ -129,41 +131,41 @@ class Prescreen:
             # normaliser's own per-character fold, then the same second look
             return self._second_look(fold(text).encode())
         if text.isascii() or kinds <= _REPEATS:  # these very bytes are what to read
-            return self._look_again(raw, data, seen)
+            return self._look_again(raw, seen)
         return self._second_look(_ascii(text, symbols="spaced" in kinds))
 
     def _second_look(self, plain: bytes) -> bool:
-        """``plain`` (read as ASCII, or folded) through the first database, then
-        ``_look_again`` for what that scan finds."""
-        data = reading(plain)
-        seen: set[int] = set()
-        return self._first.scan(data, self._collector(seen, full_stops=True)) or self._look_again(
-            plain, data, seen
-        )
+        """``plain`` (read as ASCII, or folded) through the terms, then ``_look_again``
+        for the triggers found in it."""
+        if self._terms.scan(coarse_reading(plain)):
+            return True
+        seen = self._found(reading(plain), full_stops=True)
+        return seen is None or self._look_again(plain, seen)
 
-    def _look_again(self, plain: bytes, data: bytes, seen: set[int]) -> bool:
-        """After a scan of ``data`` (``reading(plain)``) matched no term but
-        found the triggers ``seen``: its repeats squeezed, and its spaced-out letters
-        joined (and that squeezed if need be)."""
-        if self._repeats(data, seen):
+    def _look_again(self, plain: bytes, seen: set[int]) -> bool:
+        """After the terms found nothing in ``plain`` but the triggers ``seen``: its
+        repeats squeezed, and its spaced-out letters joined (and that squeezed if need
+        be)."""
+        if self._repeats(coarse_reading(plain), seen):
             return True
         if not any(self._kinds[pattern] == "spaced" for pattern in seen):
             return False
         joined = unspaced(fold_bytes(plain).decode("latin-1"))
         if joined is None:
             return False
-        data, seen = reading(joined.encode("latin-1")), set()
-        return self._first.scan(data, self._collector(seen, full_stops=True)) or self._repeats(
-            data, seen
-        )
+        again = joined.encode("latin-1")
+        if self._terms.scan(coarse_reading(again)):
+            return True
+        found = self._found(reading(again), full_stops=True)
+        return found is None or self._repeats(coarse_reading(again), found)
 
     def _repeats(self, data: bytes, seen: set[int]) -> bool:
         """Runs of a letter, which canonical views squeeze to one and to two letters.
         Where each run is one letter repeated, the same squeeze on ``data`` (already
-        lower case) and the first database stand for those views; leet characters
-        among a run ("fo0ol") take the second database, whose letters may repeat."""
+        lower case) and the terms stand for those views; leet characters among a run
+        ("fo0ol") take the repeats database, whose letters may repeat."""
         if any(self._kinds[pattern] == "mixed" for pattern in seen):
-            return self._second.scan(data)
+            return self._repeated.scan(data)
         runs = [self._squeezes[pattern] for pattern in seen if pattern in self._squeezes]
         if not runs:
             return False
@@ -171,23 +173,20 @@ class Prescreen:
             squeezed = data
             for run, letter in runs:
                 squeezed = run.sub(letter * keep, squeezed)
-            if self._first.scan(squeezed, self._on_term):
+            if self._terms.scan(squeezed):
                 return True
         return False
 
-    def _collector(self, seen: set[int], full_stops: bool) -> Callable[..., bool]:
-        """A match handler that stops the scan on a term and collects the triggers into
-        ``seen``; ``full_stops``: a "full" trigger stops it too (in a second look, what
-        only the full path reads)."""
+    def _found(self, data: bytes, full_stops: bool) -> set[int] | None:
+        """The triggers in ``data`` (``reading``); None where ``full_stops`` and a
+        "full" one was found (in a second look, what only the full path reads)."""
+        seen: set[int] = set()
         kinds = self._kinds
 
         def on_match(pattern: int, *_: object) -> bool:
-            if pattern < len(kinds) and not (full_stops and kinds[pattern] == "full"):
-                seen.add(pattern)
-                return False  # scan on
-            return True
+            if full_stops and kinds[pattern] == "full":
+                return True
+            seen.add(pattern)
+            return False  # scan on
 
-        return on_match
-
-    def _on_term(self, pattern: int, *_: object) -> bool:
-        return pattern >= len(self._kinds)  # a term: stop; a trigger: scan on
+        return None if self._triggers.scan(data, on_match) else seen

@@ -1,11 +1,15 @@
-"""Building the prescreen's two Hyperscan databases (``worker._prescreen`` scans them).
+"""Building the prescreen's three Hyperscan databases (``worker._prescreen`` scans them).
 
-The first database holds the policy's terms and translated regexes as plain raw-text
-patterns (``worker._raw_patterns``: one byte class per letter, letters once each), after
-the *triggers*: patterns for what those do not stand for, each tagged with what the
-scan must do when it sees one ("full": the full path; "latin", "spaced", "runs:x",
-"mixed": a second look). The second database holds the same terms with letters that
-may repeat, for runs that mix a letter with its leet forms ("fo0ol").
+The *terms* database holds the policy's terms and translated regexes as plain raw-text
+patterns (``worker._raw_patterns``: one byte class per letter, letters once each),
+written for the coarse reading, where every byte that can only be a word break is a
+space. The *triggers* database holds patterns for what those do not stand for, on the
+finer reading that keeps non-ASCII bytes, each tagged with what the scan must do when
+it sees one ("full": the full path; "latin", "spaced", "runs:x", "mixed": a second
+look). The *repeats* database holds the terms again with letters that may repeat, for
+runs that mix a letter with its leet forms ("fo0ol"). Two scans (terms, triggers) cost
+less than one of a database holding both: the terms' breaks, a class of nearly every
+byte in the finer reading, are five bytes in the coarse one.
 
 Why the patterns are plain and the tolerance is in the second look: patterns that
 themselves allow separators, repeats and look-alikes between letters take Hyperscan
@@ -29,6 +33,7 @@ from worker import _disk_cache
 from worker._raw_patterns import (
     ALNUM,
     chars,
+    coarse,
     expression,
     regex_expression,
     render,
@@ -143,7 +148,7 @@ def _classify() -> Special:
 
 @lru_cache(maxsize=1)
 def _triggers() -> list[tuple[str, str]]:
-    """What the first database's term patterns do not stand for, and what to do then:
+    """What the terms database does not stand for, and what to do then:
     "full" (the full path), or "latin", "spaced", "runs" (the second look, see
     ``Prescreen.could_fire``)."""
     special = special_characters()
@@ -176,9 +181,9 @@ def _triggers() -> list[tuple[str, str]]:
 
 def _long_runs() -> list[tuple[str, str]]:
     """Three forms of a letter in a row: canonical views squeeze such runs ("fuuuck"),
-    the first database's patterns do not. "runs": one letter three times, case aside
-    ("xxx", "fuUuck"), which the second look squeezes in the raw bytes as the views do;
-    "mixed": leet characters among them ("fo0ol", "x1000"), which only the second
+    the terms' patterns do not. "runs": one letter three times, case aside ("xxx",
+    "fuUuck"), which the second look squeezes in the raw bytes as the views do;
+    "mixed": leet characters among them ("fo0ol", "x1000"), which only the repeats
     database (letters may repeat) stands for. Leet characters only count where their
     run of leet characters touches a letter, as the normaliser reads them ("$1000"
     stays a number)."""
@@ -262,10 +267,12 @@ _MAX_TRANSLATED = 15_000
 
 def build_databases(
     terms: list[str], regexes: list[tuple[str, list[str] | None]]
-) -> tuple[Database, Database, list[str]] | None:
-    """The first and second database and the kind of each trigger (pattern ids below
-    ``len(kinds)`` in the first), for ``Prescreen.build``. None: nothing to screen, or a
-    regex neither translates nor anchors, so nothing short of running it can rule it out."""
+) -> tuple[Database, Database, Database, list[str]] | None:
+    """The triggers' database (read through ``reading``), the terms' with letters once
+    and with letters that may repeat (both read through ``coarse_reading``), and the
+    kind of each trigger (by pattern id), for ``Prescreen.build``. None: nothing to
+    screen, or a regex neither translates nor anchors, so nothing short of running it
+    can rule it out."""
     if hyperscan is None or not (terms or regexes):
         return None
     patterns: list[tuple[str, bool]] = []  # (pattern, approximate)
@@ -287,6 +294,11 @@ def build_databases(
             for anchor in anchors:
                 add(anchor)
     triggers = _triggers()
-    first = [(p, False) for p, _ in triggers] + [(render(p, repeats=False), a) for p, a in patterns]
-    second = [(render(p, repeats=True), a) for p, a in patterns]
-    return Database(first), Database(second), [kind for _, kind in triggers]
+    once = [(coarse(render(p, repeats=False)), a) for p, a in patterns]
+    repeated = [(coarse(render(p, repeats=True)), a) for p, a in patterns]
+    return (
+        Database([(p, False) for p, _ in triggers]),
+        Database(once),
+        Database(repeated),
+        [kind for _, kind in triggers],
+    )

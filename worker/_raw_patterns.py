@@ -19,9 +19,11 @@ stands for (``chars``), which can only widen it.
 
 from __future__ import annotations
 
+import re
 import re._constants as _sre
 import re._parser as _sre_parse
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import cast
 
 from worker.normalise import LEET_READINGS
@@ -78,6 +80,54 @@ def reading(raw: bytes) -> bytes:
     canonical text is. A word at either end then has a break on both sides, so no
     pattern needs "^" or "$" alternatives, which cost Hyperscan every byte."""
     return b" " + raw.translate(READING) + b" "
+
+
+def _breaks() -> bytes:
+    """Every byte but a-z, 0-9 and the leet symbols (letters or breaks by their
+    neighbours) read as a space."""
+    word = set(b"abcdefghijklmnopqrstuvwxyz0123456789") | {READING[ord(c)] for c in LEET_READINGS}
+    return bytes(b if b in word else 0x20 for b in range(256))
+
+
+_BREAKS = _breaks()
+# Term patterns (``coarse``) read the text through this: their word breaks become a class
+# of a few bytes instead of all but 37, and Hyperscan scans a 2,000-term policy about
+# twice as fast. Non-ASCII bytes are spaces here, so what the terms do not stand for
+# (the triggers, ``worker._prescreen_build``) is looked for in ``reading`` instead.
+COARSE = READING.translate(_BREAKS)
+
+
+def coarse_reading(raw: bytes) -> bytes:
+    """``reading`` through ``COARSE``, for the ``coarse`` patterns."""
+    return b" " + raw.translate(COARSE) + b" "
+
+
+_CLASS = re.compile(r"\[((?:\\x[0-9a-f]{2}(?:-\\x[0-9a-f]{2})?)+)\]")
+_RANGE = re.compile(r"\\x([0-9a-f]{2})(?:-\\x([0-9a-f]{2}))?")
+
+
+def coarse(pattern: str) -> str:
+    """A pattern written for ``reading`` (every byte in a class, as ``chars`` writes
+    them), for text read through ``coarse_reading``: each class its image under
+    ``_BREAKS``, which only merges bytes, so this can only widen it."""
+    converted = _CLASS.sub(_coarse_class, pattern)
+    if "\\x" in _CLASS.sub("", converted):
+        raise ValueError("a byte outside a class: not a pattern chars() wrote")
+    return converted
+
+
+@lru_cache(maxsize=4096)
+def _coarse_members(members: str) -> str:
+    codes: set[int] = set()
+    for match in _RANGE.finditer(members):
+        low = int(match.group(1), 16)
+        high = int(match.group(2) or match.group(1), 16)
+        codes.update(_BREAKS[b] for b in range(low, high + 1))
+    return _byte_ranges(codes)
+
+
+def _coarse_class(match: re.Match[str]) -> str:
+    return _coarse_members(match.group(1))
 
 
 def chars(members: str, negate: bool = False) -> str:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker._policy_file import parse_policy
-from worker._raw_patterns import READING
+from worker._raw_patterns import COARSE, READING, coarse, expression, render
 from worker.evaluate import load
 from worker.policy import Policy
 from worker.rules import RulesEngine
@@ -126,6 +126,24 @@ def test_reading_only_merges_bytes_and_keeps_breaks_breaks():
             assert not bytes([READING[code]]).isalnum(), chr(code)
     assert bytes(range(65, 91)).translate(READING) == bytes(range(97, 123))
     assert b"k1ll K!LL 4@ 5$".translate(READING) == b"k!ll k!ll @@ $$"
+
+
+def test_the_coarse_reading_only_merges_what_reading_keeps_apart():
+    # COARSE must be READING with more bytes merged (so coarse patterns only widen):
+    # letters, digits and the leet symbols as READING reads them, every other byte a
+    # space, which READING reads as a break too
+    kept = set(b"abcdefghijklmnopqrstuvwxyz0123456789!@$+")
+    for code in range(256):
+        assert COARSE[code] == (READING[code] if READING[code] in kept else 0x20), code
+    assert "\u00e9 k1ll,\tyou".encode().translate(COARSE) == b"   k!ll  you"
+
+
+def test_coarse_patterns_read_breaks_as_a_few_bytes_and_refuse_foreign_ones():
+    pattern = coarse(render(expression("kill you", True, True), repeats=False))
+    assert pattern.startswith("[\\x20-\\x21\\x24\\x2b\\x40]")
+    assert "\\x7b" not in pattern and "\\xff" not in pattern
+    with pytest.raises(ValueError):
+        coarse("\\xc3[\\xa9]")  # a UTF-8 literal: only trigger patterns have them
 
 
 # Text built from pieces of terms and every kind of disguise the normaliser undoes.
