@@ -25,13 +25,13 @@ from worker._normalise_fold import (
     fold_bytes,
 )
 from worker._normalise_views import (
-    AMBIGUOUS,
     LEET_RUN,
     LONG_RUN,
     RLO_SEGMENT,
     SPACED_HINT,
     SPACED_LETTERS,
     WORD_BYTE,
+    ambiguous,
     has_long_run,
     leet,
     leet_l,
@@ -179,7 +179,7 @@ def _core_views_tracked(text: str, positions: Sequence[int], length: int) -> lis
     plain: list[Canonical] = []
     for variant in variants:
         plain.append(_words_tracked(_leet_tracked(variant, leet), length))
-        if AMBIGUOUS.search(variant.chars) is not None:
+        if ambiguous(variant.chars):
             plain.append(_words_tracked(_leet_tracked(variant, leet_l), length))
     squeezed: list[Canonical] = []
     for view in plain:
