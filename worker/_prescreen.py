@@ -95,6 +95,7 @@ class Prescreen:
     ) -> None:
         self._triggers, self._terms, self._repeated = triggers, terms, repeats
         self._kinds = [kind.split(":")[0] for kind in kinds]  # per trigger pattern id
+        self._full = frozenset(i for i, kind in enumerate(self._kinds) if kind == "full")
         # "runs:x": which letter the pattern saw three times, so only its runs squeeze
         # (a literal prefix, which re finds at C speed, unlike "([a-z])\\1{2,}")
         self._squeezes = {
@@ -181,12 +182,25 @@ class Prescreen:
         """The triggers in ``data`` (``reading``); None where ``full_stops`` and a
         "full" one was found (in a second look, what only the full path reads)."""
         seen: set[int] = set()
-        kinds = self._kinds
+        if full_stops:
+            stopped = self._triggers.scan(data, _collect_until_full, (seen, self._full))
+        else:
+            stopped = self._triggers.scan(data, _collect, seen)
+        return None if stopped else seen
 
-        def on_match(pattern: int, *_: object) -> bool:
-            if full_stops and kinds[pattern] == "full":
-                return True
-            seen.add(pattern)
-            return False  # scan on
 
-        return None if self._triggers.scan(data, on_match) else seen
+# Match handlers for the triggers' scan, with what they collect into as Hyperscan's
+# context argument rather than a closure made for every text.
+def _collect(pattern: int, _start: int, _end: int, _flags: int, seen: set[int]) -> bool:
+    seen.add(pattern)
+    return False  # scan on
+
+
+def _collect_until_full(
+    pattern: int, _start: int, _end: int, _flags: int, context: tuple[set[int], frozenset[int]]
+) -> bool:
+    seen, full = context
+    if pattern in full:
+        return True  # stop: only the full path reads it
+    seen.add(pattern)
+    return False

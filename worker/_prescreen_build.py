@@ -239,13 +239,16 @@ class Database:
         )
         self._local = threading.local()
 
-    def scan(self, data: bytes, on_match: Callable[..., bool] | None = None) -> bool:
-        """True if ``on_match`` (default: any match) stopped the scan."""
+    def scan(
+        self, data: bytes, on_match: Callable[..., bool] | None = None, context: object = None
+    ) -> bool:
+        """True if ``on_match`` (default: any match) stopped the scan; ``context`` is
+        passed to it as its last argument."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._database)
         try:  # positional: the binding parses keywords several times slower
-            self._database.scan(data, on_match or _stop, 0, None, scratch)
+            self._database.scan(data, on_match or _stop, 0, context, scratch)
         except hyperscan.ScanTerminated:
             return True
         return False
