@@ -110,6 +110,14 @@ def test_clears_most_ordinary_text(engines):
         "café k🙂y🙂s",  # emoji between spaced-out letters
         "🇰🇾🇸",
         "go 🇰🇾🇸 now",  # the letters flags are made of
+        # ASCII text takes one scan of the terms' database, which holds the triggers
+        # ASCII can show; a control character (it folds to nothing) is not one of them
+        "k\x00y\x01s",
+        "please k\x7fys",
+        "k-y-s now",
+        "k1 y0u k.y.s",
+        "a$$s",
+        "kysss",
     ],
 )
 def test_sends_every_disguise_down_the_full_path(engines, text):
