@@ -87,8 +87,7 @@ class Prescreen:
     every text, and again on what the second look makes of the texts the triggers
     flagged (read as ASCII, spaced letters joined, runs of a letter squeezed); the
     triggers; and the terms with letters that may repeat, for runs that mix a letter
-    with its leet forms ("fo0ol"). The terms' database also holds the triggers ASCII
-    text can show, so most ASCII text takes one scan.
+    with its leet forms ("fo0ol").
     """
 
     def __init__(
@@ -97,9 +96,6 @@ class Prescreen:
         self._triggers, self._terms, self._repeated = triggers, terms, repeats
         self._kinds = [kind.split(":")[0] for kind in kinds]  # per trigger pattern id
         self._full = frozenset(i for i, kind in enumerate(self._kinds) if kind == "full")
-        # ASCII control characters fold to nothing (a "full" trigger the coarse reading
-        # cannot see): ASCII text with one takes the triggers' own scan
-        self._controls = bytes(sorted(c for c in special_characters().dropped if c < 0x80))
         # "runs:x": which letter the pattern saw three times, so only its runs squeeze
         # (a literal prefix, which re finds at C speed, unlike "([a-z])\\1{2,}")
         self._squeezes = {
@@ -123,14 +119,7 @@ class Prescreen:
             raw = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        data = coarse_reading(raw)
-        if text.isascii() and len(raw.translate(None, self._controls)) == len(raw):
-            # the terms' database also holds the triggers ASCII text can show: one scan
-            shown: set[int] = set()
-            if self._terms.scan(data, _collect_until_term, (shown, len(self._kinds))):
-                return True
-            return bool(shown) and self._look_again(raw, shown)
-        if self._has_term(data):
+        if self._terms.scan(coarse_reading(raw)):
             return True
         seen = self._found(reading(raw), full_stops=False)
         if not seen:  # (never None here: nothing stops this scan)
@@ -149,7 +138,7 @@ class Prescreen:
     def _second_look(self, plain: bytes) -> bool:
         """``plain`` (read as ASCII, or folded) through the terms, then ``_look_again``
         for the triggers found in it."""
-        if self._has_term(coarse_reading(plain)):
+        if self._terms.scan(coarse_reading(plain)):
             return True
         seen = self._found(reading(plain), full_stops=True)
         return seen is None or self._look_again(plain, seen)
@@ -166,7 +155,7 @@ class Prescreen:
         if joined is None:
             return False
         again = joined.encode("latin-1")
-        if self._has_term(coarse_reading(again)):
+        if self._terms.scan(coarse_reading(again)):
             return True
         found = self._found(reading(again), full_stops=True)
         return found is None or self._repeats(coarse_reading(again), found)
@@ -185,14 +174,9 @@ class Prescreen:
             squeezed = data
             for run, letter in runs:
                 squeezed = run.sub(letter * keep, squeezed)
-            if self._has_term(squeezed):
+            if self._terms.scan(squeezed):
                 return True
         return False
-
-    def _has_term(self, data: bytes) -> bool:
-        """Whether a term matches ``data`` (``coarse_reading``); the ASCII triggers
-        the same database holds do not count."""
-        return self._terms.scan(data, _stop_on_term, len(self._kinds))
 
     def _found(self, data: bytes, full_stops: bool) -> set[int] | None:
         """The triggers in ``data`` (``reading``); None where ``full_stops`` and a
@@ -205,22 +189,8 @@ class Prescreen:
         return None if stopped else seen
 
 
-# Match handlers, with what they collect into (or the terms' first pattern id) as
-# Hyperscan's context argument rather than a closure made for every text.
-def _stop_on_term(pattern: int, _start: int, _end: int, _flags: int, first_term: int) -> bool:
-    return pattern >= first_term
-
-
-def _collect_until_term(
-    pattern: int, _start: int, _end: int, _flags: int, context: tuple[set[int], int]
-) -> bool:
-    seen, first_term = context
-    if pattern >= first_term:
-        return True  # a term: stop, the text could fire
-    seen.add(pattern)
-    return False
-
-
+# Match handlers for the triggers' scan, with what they collect into as Hyperscan's
+# context argument rather than a closure made for every text.
 def _collect(pattern: int, _start: int, _end: int, _flags: int, seen: set[int]) -> bool:
     seen.add(pattern)
     return False  # scan on

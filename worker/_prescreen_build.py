@@ -153,6 +153,7 @@ def _triggers() -> list[tuple[str, str]]:
     ``Prescreen.could_fire``)."""
     special = special_characters()
     letterish = chars(_LETTERISH + _LETTERISH[:26].upper())
+    not_letterish = chars(_LETTERISH + _LETTERISH[:26].upper(), negate=True)
     separator = f"(?:{chars(_SEPARATORS)}|{utf8(special.separators)})"
     latin, dropped, vanishing = (
         utf8(special.latin),
@@ -169,38 +170,13 @@ def _triggers() -> list[tuple[str, str]]:
         # which would cost every text a slower scan)
         (dropped, "full"),
         # single letters split by separators, as worker.normalise collapses them
-        (_spaced(letter_like, separator), "spaced"),
+        (
+            f"{not_letterish}{letter_like}{separator}+{letter_like}{separator}+"
+            f"{letter_like}{not_letterish}",
+            "spaced",
+        ),
         *_long_runs(),
     ]
-
-
-def _spaced(letter_like: str, separator: str) -> str:
-    not_letterish = chars(_LETTERISH + _LETTERISH[:26].upper(), negate=True)
-    return (
-        f"{not_letterish}{letter_like}{separator}+{letter_like}{separator}+"
-        f"{letter_like}{not_letterish}"
-    )
-
-
-# A pattern no coarse reading can match (it has no byte above 0x7f).
-_NEVER = "[\\x80]"
-
-
-def _ascii_triggers() -> list[str]:
-    """The triggers as ASCII text can show them, for the coarse reading (by the same
-    ids as ``_triggers``): spaced letters between ASCII separators, runs and mixed
-    runs. The others (non-ASCII letters, invisibles, control characters) cannot occur
-    in ASCII text without controls, and stand as a pattern that never matches."""
-    letterish = chars(_LETTERISH + _LETTERISH[:26].upper())
-    out = []
-    for pattern, kind in _triggers():
-        if kind == "spaced":
-            out.append(coarse(_spaced(letterish, chars(_SEPARATORS))))
-        elif kind.startswith("runs") or kind == "mixed":
-            out.append(coarse(pattern))
-        else:
-            out.append(_NEVER)
-    return out
 
 
 def _long_runs() -> list[tuple[str, str]]:
@@ -236,19 +212,16 @@ class Database:
 
     ``patterns``: (expression, approximate); an approximate one (a translated regex)
     may be widened further by Hyperscan itself, which a screen can afford.
-    ``collected``: the first so many patterns are ones a scan goes on past to collect,
-    so each reports once (``HS_FLAG_SINGLEMATCH``). The rest, where a scan stops at
-    the first match, go without: the flag makes Hyperscan track every pattern's
-    state, and a scan of a 2,000-term policy took 1.8x as long with it.
+    ``collects``: scans go on past a match to collect them, so each pattern reports
+    once (``HS_FLAG_SINGLEMATCH``). A database whose scans stop at the first match
+    goes without: the flag makes Hyperscan track every pattern's state, and a scan of
+    a 2,000-term policy took 1.8x as long with it.
     """
 
-    def __init__(self, patterns: list[tuple[str, bool]], collected: int = 0) -> None:
+    def __init__(self, patterns: list[tuple[str, bool]], collects: bool = False) -> None:
+        single = hyperscan.HS_FLAG_SINGLEMATCH if collects else 0
         expressions = [p.encode() for p, _ in patterns]
-        flags = [
-            (hyperscan.HS_FLAG_SINGLEMATCH if n < collected else 0)
-            | (hyperscan.HS_FLAG_PREFILTER if approximate else 0)
-            for n, (_, approximate) in enumerate(patterns)
-        ]
+        flags = [single | hyperscan.HS_FLAG_PREFILTER if a else single for _, a in patterns]
 
         def build() -> hyperscan.Database:
             database = hyperscan.Database()
@@ -302,10 +275,9 @@ _MAX_TRANSLATED = 15_000
 def build_databases(
     terms: list[str], regexes: list[tuple[str, list[str] | None]]
 ) -> tuple[Database, Database, Database, list[str]] | None:
-    """The triggers' database (read through ``reading``); the terms' with letters once,
-    after the triggers ASCII text can show (``_ascii_triggers``, by the same ids), and
-    with letters that may repeat (both read through ``coarse_reading``); and the kind
-    of each trigger (by pattern id), for ``Prescreen.build``. None: nothing to
+    """The triggers' database (read through ``reading``), the terms' with letters once
+    and with letters that may repeat (both read through ``coarse_reading``), and the
+    kind of each trigger (by pattern id), for ``Prescreen.build``. None: nothing to
     screen, or a regex neither translates nor anchors, so nothing short of running it
     can rule it out."""
     if hyperscan is None or not (terms or regexes):
@@ -331,10 +303,9 @@ def build_databases(
     triggers = _triggers()
     once = [(coarse(render(p, repeats=False)), a) for p, a in patterns]
     repeated = [(coarse(render(p, repeats=True)), a) for p, a in patterns]
-    ascii_triggers = [(p, False) for p in _ascii_triggers()]
     return (
-        Database([(p, False) for p, _ in triggers], collected=len(triggers)),
-        Database(ascii_triggers + once, collected=len(ascii_triggers)),
+        Database([(p, False) for p, _ in triggers], collects=True),
+        Database(once),
         Database(repeated),
         [kind for _, kind in triggers],
     )

@@ -110,8 +110,8 @@ def test_clears_most_ordinary_text(engines):
         "café k🙂y🙂s",  # emoji between spaced-out letters
         "🇰🇾🇸",
         "go 🇰🇾🇸 now",  # the letters flags are made of
-        # ASCII text takes one scan of the terms' database, which holds the triggers
-        # ASCII can show; a control character (it folds to nothing) is not one of them
+        # ASCII disguises: control characters (they fold to nothing), separators,
+        # spaced letters after leet, leet among a run, a long run
         "k\x00y\x01s",
         "please k\x7fys",
         "k-y-s now",
