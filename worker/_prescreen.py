@@ -119,7 +119,8 @@ class Prescreen:
             raw = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not valid UTF-8 for Hyperscan
             return True
-        if self._terms.scan(coarse_reading(raw)):
+        data = coarse_reading(raw)
+        if self._terms.scan(data):
             return True
         seen = self._found(reading(raw), full_stops=False)
         if not seen:  # (never None here: nothing stops this scan)
@@ -132,22 +133,23 @@ class Prescreen:
             # normaliser's own per-character fold, then the same second look
             return self._second_look(fold(text).encode())
         if text.isascii() or kinds <= _REPEATS:  # these very bytes are what to read
-            return self._look_again(raw, seen)
+            return self._look_again(raw, data, seen)
         return self._second_look(_ascii(text, symbols="spaced" in kinds))
 
     def _second_look(self, plain: bytes) -> bool:
         """``plain`` (read as ASCII, or folded) through the terms, then ``_look_again``
         for the triggers found in it."""
-        if self._terms.scan(coarse_reading(plain)):
+        data = coarse_reading(plain)
+        if self._terms.scan(data):
             return True
         seen = self._found(reading(plain), full_stops=True)
-        return seen is None or self._look_again(plain, seen)
+        return seen is None or self._look_again(plain, data, seen)
 
-    def _look_again(self, plain: bytes, seen: set[int]) -> bool:
-        """After the terms found nothing in ``plain`` but the triggers ``seen``: its
-        repeats squeezed, and its spaced-out letters joined (and that squeezed if need
-        be)."""
-        if self._repeats(coarse_reading(plain), seen):
+    def _look_again(self, plain: bytes, data: bytes, seen: set[int]) -> bool:
+        """After the terms found nothing in ``data`` (``coarse_reading(plain)``) but
+        the triggers ``seen``: its repeats squeezed, and its spaced-out letters joined
+        (and that squeezed if need be)."""
+        if self._repeats(data, seen):
             return True
         if not any(self._kinds[pattern] == "spaced" for pattern in seen):
             return False

@@ -136,7 +136,7 @@ def test_reading_only_merges_bytes_and_keeps_breaks_breaks():
     assert b"k1ll K!LL 4@ 5$".translate(READING) == b"k!ll k!ll @@ $$"
 
 
-def test_the_coarse_reading_only_merges_what_reading_keeps_apart():
+def test_the_coarse_reading_is_reading_with_every_pure_break_a_space():
     # COARSE must be READING with more bytes merged (so coarse patterns only widen):
     # letters, digits and the leet symbols as READING reads them, every other byte a
     # space, which READING reads as a break too
